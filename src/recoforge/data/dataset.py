@@ -1,0 +1,154 @@
+"""A Dataset: interactions plus optional item/user features, sessions and display info."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from recoforge.data.features import FeatureMatrix
+from recoforge.data.ids import IdIndex
+from recoforge.data.interactions import Interactions
+from recoforge.errors import DataError
+
+
+@dataclass(frozen=True, eq=False)
+class Sessions:
+    """Ordered item views grouped into sessions (for co-visitation and session models).
+
+    Attributes
+    ----------
+    session_ids : ndarray
+        External session id per event.
+    items : ndarray of int32
+        Item indices (into the dataset's item vocabulary), in viewing order within a session.
+    users : ndarray of int32 or None
+        The user index of each event when sessions belong to known users (-1 for anonymous).
+    timestamps : ndarray of int64 or None
+    """
+
+    session_ids: np.ndarray
+    items: np.ndarray
+    users: np.ndarray | None = None
+    timestamps: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def groups(self) -> list[np.ndarray]:
+        """Item-index arrays, one per session, in order of first appearance."""
+        codes, _ = pd.factorize(self.session_ids)
+        order = np.argsort(codes, kind="stable")
+        bounds = np.flatnonzero(np.diff(codes[order])) + 1
+        return np.split(self.items[order], bounds)
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """Everything a model may learn from.
+
+    Attributes
+    ----------
+    interactions : Interactions
+        The user-item matrix; its vocabularies are the dataset's.
+    item_features, user_features : FeatureMatrix or None
+        Rows aligned with the item / user vocabularies.
+    sessions : Sessions or None
+    item_info, user_info : DataFrame or None
+        Display attributes (title, category, ...) indexed by external id.
+    name : str
+    """
+
+    interactions: Interactions
+    item_features: FeatureMatrix | None = None
+    user_features: FeatureMatrix | None = None
+    sessions: Sessions | None = None
+    item_info: pd.DataFrame | None = None
+    user_info: pd.DataFrame | None = None
+    name: str = "dataset"
+
+    def __post_init__(self) -> None:
+        if self.item_features is not None and self.item_features.n_rows != self.n_items:
+            raise DataError(f"item features have {self.item_features.n_rows} rows for "
+                            f"{self.n_items} items")
+        if self.user_features is not None and self.user_features.n_rows != self.n_users:
+            raise DataError(f"user features have {self.user_features.n_rows} rows for "
+                            f"{self.n_users} users")
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame, *, name: str = "dataset", **kwargs) -> Dataset:
+        """Dataset of interactions only; keyword arguments as :meth:`Interactions.from_frame`."""
+        return cls(Interactions.from_frame(frame, **kwargs), name=name)
+
+    @property
+    def user_index(self) -> IdIndex:
+        return self.interactions.user_index
+
+    @property
+    def item_index(self) -> IdIndex:
+        return self.interactions.item_index
+
+    @property
+    def n_users(self) -> int:
+        return self.interactions.n_users
+
+    @property
+    def n_items(self) -> int:
+        return self.interactions.n_items
+
+    @property
+    def kind(self) -> str:
+        return self.interactions.kind
+
+    def matrix(self) -> sp.csr_matrix:
+        """User x item CSR of interaction values."""
+        return self.interactions.to_csr()
+
+    def with_interactions(self, interactions: Interactions) -> Dataset:
+        """This dataset's side information around other interactions.
+
+        The item vocabulary must be the same; the user vocabulary may differ (user features
+        are then re-aligned, users without a row get zeros).
+        """
+        if interactions.item_index != self.item_index:
+            raise DataError("replacement interactions must share the item vocabulary")
+        user_features = self.user_features
+        if user_features is not None and interactions.user_index != self.user_index:
+            rows = self.user_index.to_index(interactions.user_index.ids, unknown="ignore")
+            user_features = user_features.take_rows(rows)
+        return replace(self, interactions=interactions, user_features=user_features)
+
+    def subset(self, mask: np.ndarray, *, compact_users: bool = True) -> Dataset:
+        """The dataset restricted to interactions where ``mask`` is true.
+
+        The item vocabulary (the catalogue) is kept whole so that items without training
+        interactions remain recommendable; with ``compact_users`` users left without any
+        interaction drop out of the user vocabulary (they become unknown users).
+        """
+        inter = self.interactions
+        users = None
+        if compact_users:
+            kept = np.unique(inter.users[mask])
+            users = IdIndex(inter.user_index.ids[kept], name="user")
+        return self.with_interactions(inter.select(mask, user_index=users))
+
+    def __repr__(self) -> str:
+        parts = [f"name={self.name!r}", repr(self.interactions)]
+        if self.item_features is not None:
+            parts.append(f"item_features={self.item_features.n_features}")
+        if self.user_features is not None:
+            parts.append(f"user_features={self.user_features.n_features}")
+        if self.sessions is not None:
+            parts.append(f"session_events={len(self.sessions)}")
+        return f"Dataset({', '.join(parts)})"
+
+
+def as_dataset(data: Dataset | Interactions) -> Dataset:
+    """Accept either a Dataset or bare Interactions where a Dataset is expected."""
+    if isinstance(data, Dataset):
+        return data
+    if isinstance(data, Interactions):
+        return Dataset(data)
+    raise TypeError(f"expected a Dataset or Interactions, got {type(data).__name__}")

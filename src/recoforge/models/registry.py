@@ -1,0 +1,61 @@
+"""Model registry: ``create("popularity", **params)`` for every model by name.
+
+Model modules register their classes with :func:`register`; they are imported lazily the
+first time the registry is consulted, so ``import recoforge`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from recoforge.errors import ConfigError
+
+if TYPE_CHECKING:
+    from recoforge.models.base import Recommender
+
+#: modules that define registered models (later model families append here)
+MODEL_MODULES = ["recoforge.models.popularity"]
+
+_REGISTRY: dict[str, type[Recommender]] = {}
+
+
+def register(cls: type[Recommender]) -> type[Recommender]:
+    """Class decorator adding a model under its ``name``."""
+    existing = _REGISTRY.get(cls.name)
+    if existing is not None and existing is not cls:
+        raise ConfigError(f"model name {cls.name!r} registered twice")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def _load_all() -> None:
+    for module in MODEL_MODULES:
+        importlib.import_module(module)
+
+
+def available_models() -> list[str]:
+    """Registered model names, sorted."""
+    _load_all()
+    return sorted(_REGISTRY)
+
+
+def model_class(name: str) -> type[Recommender]:
+    _load_all()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ConfigError(f"unknown model {name!r}; available: {', '.join(sorted(_REGISTRY))}") \
+            from None
+
+
+def create(name: str, **params: Any) -> Recommender:
+    """A new, unfitted model by registered name."""
+    return model_class(name)(**params)
+
+
+def load_model(path: str) -> Recommender:
+    """Load a model directory written by ``Recommender.save`` (verifies checksums)."""
+    from recoforge.artifacts import load_model as _load
+
+    return _load(path)
