@@ -100,21 +100,24 @@ def _categorical_block(values: pd.Series, prefix: str) -> FeatureMatrix:
 
 
 def _numeric_block(values: pd.Series, prefix: str, scaling: str,
-                   missing: Literal["error", "mean"]) -> FeatureMatrix:
-    num = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
-    bad = ~np.isfinite(num)
+                   missing: Literal["error", "mean"], present: np.ndarray) -> FeatureMatrix:
+    """One scaled column; statistics use only ``present`` rows (ids with a feature row)."""
+    num = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, copy=True)
+    bad = ~np.isfinite(num) & present
     if bad.any():
         if missing == "error":
             row = int(np.flatnonzero(bad)[0])
             raise DataError(f"numeric feature {prefix!r}: value {values.iloc[row]!r} at row "
                             f"{row} is not a finite number (use numeric_missing='mean')")
-        num[bad] = np.nanmean(np.where(bad, np.nan, num)) if (~bad).any() else 0.0
+        good = present & ~bad
+        num[bad] = num[good].mean() if good.any() else 0.0
+    ref = num[present] if present.any() else np.zeros(1)
     if scaling == "standard":
-        std = num.std()
-        num = (num - num.mean()) / (std if std > 0 else 1.0)
+        std = ref.std()
+        num = (num - ref.mean()) / (std if std > 0 else 1.0)
     elif scaling == "minmax":
-        span = num.max() - num.min() if len(num) else 0.0
-        num = (num - num.min()) / (span if span > 0 else 1.0)
+        span = ref.max() - ref.min()
+        num = (num - ref.min()) / (span if span > 0 else 1.0)
     return FeatureMatrix(sp.csr_matrix(num.reshape(-1, 1).astype(np.float32)),
                          np.array([f"num:{prefix}"]))
 
@@ -178,7 +181,8 @@ def build_features(
               for c in text]
     blocks += [_multilabel_block(aligned[c], c, sep) for c, sep in separators.items()]
     blocks += [_categorical_block(aligned[c], c) for c in categorical]
-    blocks += [_numeric_block(aligned[c], c, numeric_scaling, numeric_missing) for c in numeric]
+    blocks += [_numeric_block(aligned[c], c, numeric_scaling, numeric_missing, ~absent)
+               for c in numeric]
     out = blocks[0]
     for block in blocks[1:]:
         out = out.hstack(block)

@@ -60,7 +60,9 @@ def _values(col: pd.Series | None, n: int, kind: Kind, source: str,
     bad = ~np.isfinite(vals)
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
-        raise DataError(f"{_where(source, row, first_line)}: rating/value {col.iloc[row]!r} "
+        raw = col.iloc[row]
+        raw = raw.item() if isinstance(raw, np.generic) else raw
+        raise DataError(f"{_where(source, row, first_line)}: rating/value {raw!r} "
                         f"is not a finite number ({int(bad.sum())} such rows)")
     if kind == "implicit" and (vals <= 0).any():
         row = int(np.flatnonzero(vals <= 0)[0])

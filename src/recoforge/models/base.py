@@ -27,7 +27,6 @@ import pandas as pd
 import scipy.sparse as sp
 
 from recoforge.data.dataset import Dataset, as_dataset
-from recoforge.data.ids import IdIndex
 from recoforge.data.interactions import Interactions
 from recoforge.errors import (
     ConfigError,
@@ -70,6 +69,10 @@ class Recommender:
     predicts_ratings: ClassVar[bool] = False
 
     def __init__(self, **params: Any) -> None:
+        unknown = set(params) - set(self.Config.field_names())
+        if unknown:
+            raise ConfigError(f"unknown parameter(s) {sorted(unknown)} for {self.name}; "
+                              f"valid: {self.Config.field_names()}")
         self.config = self.Config(**params)
 
     # ------------------------------------------------------------------ parameters
@@ -77,6 +80,11 @@ class Recommender:
         return self.config.to_dict()
 
     def set_params(self, **params: Any) -> Recommender:
+        """Change hyperparameters (validated); the learned state is kept until refit."""
+        unknown = set(params) - set(self.config.field_names())
+        if unknown:
+            raise ConfigError(f"unknown parameter(s) {sorted(unknown)} for {self.name}; "
+                              f"valid: {self.config.field_names()}")
         self.config = dataclasses.replace(self.config, **params)
         return self
 
@@ -201,15 +209,16 @@ class Recommender:
         idx, scores = self._rank(hist, rows[known], k, exclude_seen, allowed, batch_size,
                                  progress)
         frames.insert(0, self._frame(_label_array(labels)[known], idx, scores))
-        return _order_like(pd.concat(frames, ignore_index=True), labels) if len(frames) > 1 \
-            else frames[0]
+        if len(frames) == 1:
+            return frames[0]
+        return _order_like(pd.concat(frames, ignore_index=True), labels)
 
     def _recommend_unknown(self, labels, rows, k, exclude_seen, items, unknown) -> pd.DataFrame:
         missing = _label_array(labels)[rows < 0]
         if unknown == "error":
             more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-            raise UnknownIdError(f"unknown user id {_plain(missing[0])!r}{more}; pass history= for new "
-                                 f"users, or unknown='skip' / 'fallback'")
+            raise UnknownIdError(f"unknown user id {_plain(missing[0])!r}{more}; pass history= "
+                                 f"for new users, or unknown='skip' / 'fallback'")
         if unknown == "skip":
             return self._frame(missing[:0], np.empty((0, k), np.int32),
                                np.empty((0, k), np.float32))
@@ -220,6 +229,49 @@ class Recommender:
         empty = {user: [] for user in missing}
         return self.fallback_.recommend(k=k, exclude_seen=exclude_seen, items=items,
                                         history=empty)
+
+    def top_items(self, users: np.ndarray | None = None, k: int = 10, *,
+                  histories: sp.csr_matrix | None = None, exclude_seen: bool = True,
+                  allowed: np.ndarray | None = None, batch_size: int | None = None,
+                  progress: Callable[[int, int], None] | None = None,
+                  ) -> tuple[np.ndarray, np.ndarray]:
+        """Index-level top-``k`` for hot paths (evaluation, serving): no ids, no DataFrame.
+
+        Parameters
+        ----------
+        users : ndarray of int, optional
+            Known users' indices; their training rows are their histories.
+        histories : csr_matrix (n, n_items), optional
+            Queries given by history alone (new users); exclusive with ``users``.
+        allowed : ndarray of bool (n_items,), optional
+            Candidate whitelist.
+
+        Returns
+        -------
+        (indices, scores) : int32 and float32 arrays of shape (n, min(k, n_items)),
+            best first, ``-1`` / ``-inf`` padding.
+        """
+        self._check_fitted()
+        if (users is None) == (histories is None):
+            raise ConfigError("top_items needs exactly one of users= or histories=")
+        if users is not None:
+            users = np.asarray(users, dtype=np.int64)
+            histories = self.train_matrix_[users]
+        return self._rank(histories, users, k, exclude_seen, allowed, batch_size, progress)
+
+    def score(self, users: np.ndarray | None = None,
+              histories: sp.csr_matrix | None = None) -> np.ndarray:
+        """Dense float32 scores (n, n_items) for one batch of known users or histories.
+
+        The caller bounds the batch; memory is O(n * n_items).
+        """
+        self._check_fitted()
+        if (users is None) == (histories is None):
+            raise ConfigError("score needs exactly one of users= or histories=")
+        if users is not None:
+            users = np.asarray(users, dtype=np.int64)
+            histories = self.train_matrix_[users]
+        return self._score(histories, users)
 
     def _rank(self, histories, users, k, exclude_seen, allowed, batch_size, progress):
         """Score in bounded batches and keep the top ``k`` of each row."""

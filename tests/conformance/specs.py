@@ -1,0 +1,77 @@
+"""The models the conformance suite runs, and the data it runs them on.
+
+Every registered model must appear in ``SPECS`` (a test checks this). A new model family
+adds one ``ModelSpec`` line: its name, small fast parameters, and its accuracy floor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from recoforge.data import Dataset, IdIndex, Interactions
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How the conformance suite exercises one model.
+
+    Attributes
+    ----------
+    name : registered model name.
+    params : small, fast hyperparameters (include ``seed`` for stochastic models).
+    hit_rate_floor : minimum leave-one-out hit rate@10 on the conformance data
+        (random ranking scores about 10 / n_items = 0.07 there).
+    history_matches_known_user : recommending from a known user's training history must
+        equal recommending for that user (true for models without per-user parameters).
+    """
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+    hit_rate_floor: float = 0.15
+    history_matches_known_user: bool = True
+
+    @property
+    def id(self) -> str:
+        extra = ",".join(f"{k}={v}" for k, v in self.params.items() if k != "seed")
+        return f"{self.name}({extra})" if extra else self.name
+
+
+SPECS: list[ModelSpec] = [
+    ModelSpec("popularity", {}, hit_rate_floor=0.12),
+    ModelSpec("popularity", {"measure": "rating", "damping": 3.0}, hit_rate_floor=0.08),
+]
+
+
+def taste_data(seed: int = 0, n_users: int = 120, n_items: int = 140,
+               n_groups: int = 4) -> tuple[Dataset, pd.DataFrame]:
+    """Users who prefer one item group; returns (train Dataset, one held-out item per user).
+
+    Item popularity is skewed inside each group, ratings are higher in the preferred
+    group, so both popularity and personalised models beat random ranking.
+    """
+    rng = np.random.default_rng(seed)
+    item_group = np.arange(n_items) % n_groups
+    appeal = rng.pareto(1.5, n_items) + 1.0
+    rows = []
+    for user in range(n_users):
+        group = user % n_groups
+        weight = appeal * np.where(item_group == group, 6.0, 1.0)
+        n = int(rng.integers(8, 20))
+        items = rng.choice(n_items, size=n, replace=False, p=weight / weight.sum())
+        ratings = np.where(item_group[items] == group, rng.normal(4.3, 0.5, n),
+                           rng.normal(2.6, 0.5, n))
+        for pos, item in enumerate(items):
+            rows.append((f"u{user}", f"i{item}", float(np.clip(round(ratings[pos]), 1, 5)),
+                         1_600_000_000 + pos * 3600 + user))
+    frame = pd.DataFrame(rows, columns=["user", "item", "rating", "timestamp"])
+    last = frame.groupby("user").tail(1)
+    train = frame.drop(index=last.index)
+    # keep the full catalogue: items only in the held-out rows stay recommendable
+    all_items = sorted(frame["item"].unique())
+    inter = Interactions.from_frame(train, rating_col="rating", timestamp_col="timestamp",
+                                    item_index=IdIndex(all_items, name="item"))
+    return Dataset(inter, name="taste"), last.reset_index(drop=True)

@@ -1,0 +1,102 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from recoforge.data import Dataset, IdIndex, Interactions
+from recoforge.errors import DataError, UnknownIdError
+
+
+def frame(**cols):
+    base = {"user": ["a", "a", "b", "c"], "item": [1, 2, 1, 3], "rating": [4.0, 3.0, 5.0, 1.0]}
+    base.update(cols)
+    return pd.DataFrame(base)
+
+
+def test_explicit_build_and_csr():
+    inter = Interactions.from_frame(frame(), rating_col="rating")
+    assert inter.kind == "explicit" and len(inter) == 4 and inter.shape == (3, 3)
+    csr = inter.to_csr()
+    assert csr[0].toarray().tolist() == [[4.0, 3.0, 0.0]]
+    assert inter.to_frame()["user"].tolist() == ["a", "a", "b", "c"]
+    assert inter.to_csc().shape == (3, 3)
+
+
+def test_implicit_default_and_sum_duplicates():
+    df = pd.DataFrame({"user": [1, 1, 1, 2], "item": ["x", "x", "y", "x"]})
+    inter = Interactions.from_frame(df)
+    assert inter.kind == "implicit"
+    assert inter.to_csr().toarray().tolist() == [[2.0, 1.0], [1.0, 0.0]]
+
+
+@pytest.mark.parametrize("policy,expected", [("last", 2.0), ("first", 5.0), ("sum", 7.0),
+                                             ("mean", 3.5)])
+def test_duplicate_policies(policy, expected):
+    df = pd.DataFrame({"user": ["a", "a"], "item": ["x", "x"], "rating": [5.0, 2.0],
+                       "ts": [10, 20]})
+    inter = Interactions.from_frame(df, rating_col="rating", timestamp_col="ts",
+                                    duplicates=policy)
+    assert len(inter) == 1 and inter.values[0] == pytest.approx(expected)
+
+
+def test_last_goes_by_timestamp_not_row_order():
+    df = pd.DataFrame({"user": ["a", "a"], "item": ["x", "x"], "rating": [5.0, 2.0],
+                       "ts": [20, 10]})
+    inter = Interactions.from_frame(df, rating_col="rating", timestamp_col="ts",
+                                    duplicates="last")
+    assert inter.values[0] == 5.0
+
+
+def test_duplicates_error_by_default_for_ratings_names_row():
+    df = pd.DataFrame({"user": ["a", "b", "a"], "item": ["x", "y", "x"], "rating": [5, 2, 1]})
+    with pytest.raises(DataError, match="ratings.csv, line 4: duplicate"):
+        Interactions.from_frame(df, rating_col="rating", source="ratings.csv", first_line=2)
+
+
+def test_nan_and_text_ratings_rejected_with_row():
+    with pytest.raises(DataError, match="row 2: rating/value nan"):
+        Interactions.from_frame(frame(rating=[1.0, 2.0, np.nan, 3.0]), rating_col="rating")
+    with pytest.raises(DataError, match="row 1: rating/value 'five'"):
+        Interactions.from_frame(frame(rating=["1", "five", "2", "3"]), rating_col="rating")
+    with pytest.raises(DataError, match="must be > 0"):
+        Interactions.from_frame(frame(rating=[1, 0, 2, 3]), rating_col="rating", kind="implicit")
+
+
+def test_missing_columns_and_ids():
+    with pytest.raises(DataError, match=r"missing column\(s\) \['score'\]"):
+        Interactions.from_frame(frame(), rating_col="score")
+    with pytest.raises(DataError, match="row 1: missing 'user'"):
+        Interactions.from_frame(frame(user=["a", None, "b", "c"]))
+
+
+def test_timestamps_numbers_dates_and_missing():
+    inter = Interactions.from_frame(frame(ts=["2020-01-01", "2020-01-02", "2020-01-01",
+                                              "2021-01-01T00:00:00"]),
+                                    rating_col="rating", timestamp_col="ts")
+    assert inter.timestamps[0] == 1577836800
+    with pytest.raises(DataError, match="missing timestamp"):
+        Interactions.from_frame(frame(ts=[1, None, 3, 4]), rating_col="rating",
+                                timestamp_col="ts")
+
+
+def test_fixed_vocabulary_unknown_policy():
+    items = IdIndex([1, 2], name="item")
+    with pytest.raises(UnknownIdError, match="unknown item id 3"):
+        Interactions.from_frame(frame(), rating_col="rating", item_index=items)
+    inter = Interactions.from_frame(frame(), rating_col="rating", item_index=items,
+                                    unknown="ignore")
+    assert len(inter) == 3 and inter.n_items == 2
+
+
+def test_dataset_subset_keeps_catalogue_and_compacts_users():
+    ds = Dataset.from_frame(frame(), rating_col="rating")
+    sub = ds.subset(ds.interactions.users != 2)
+    assert sub.n_items == 3 and sub.user_index.ids.tolist() == ["a", "b"]
+    assert sub.matrix().shape == (2, 3)
+    assert ds.interactions.fingerprint() != sub.interactions.fingerprint()
+
+
+def test_sessions_groups_in_order():
+    from recoforge.data import Sessions
+
+    s = Sessions(np.array(["s2", "s1", "s2", "s1"]), np.array([5, 1, 6, 2], np.int32))
+    assert [g.tolist() for g in s.groups()] == [[5, 6], [1, 2]]
