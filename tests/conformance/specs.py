@@ -6,7 +6,9 @@ adds one ``ModelSpec`` line: its name, small fast parameters, and its accuracy f
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,6 +46,16 @@ SPECS: list[ModelSpec] = [
     ModelSpec("popularity", {}, hit_rate_floor=0.12),
     ModelSpec("popularity", {"measure": "rating", "damping": 3.0}, hit_rate_floor=0.08),
 ]
+
+
+def _collect_family_specs() -> None:
+    """Append ``SPECS`` from every ``specs_<family>.py`` beside this file."""
+    for path in sorted(Path(__file__).parent.glob("specs_*.py")):
+        module = importlib.import_module(f"tests.conformance.{path.stem}")
+        SPECS.extend(module.SPECS)
+
+
+_collect_family_specs()
 
 
 def taste_data(seed: int = 0, n_users: int = 120, n_items: int = 140,

@@ -365,6 +365,39 @@ class Recommender:
         unit = vectors / norms[:, None]
         return (unit[items] @ unit.T).astype(np.float32)
 
+    def explain(self, item: Any, user: Any = None, *, history: HistoryInput | None = None,
+                n: int = 5) -> pd.DataFrame:
+        """Why ``item`` scores as it does for ``user`` (or for a ``history``).
+
+        Returns a DataFrame (source, id, contribution): the ``n`` history items, neighbour
+        users or features that contributed most, as the model's ``_explain`` reports them.
+        """
+        self._check_fitted()
+        if (user is None) == (history is None):
+            raise ConfigError("explain needs exactly one of user= or history=")
+        item_idx = int(self.item_index_.to_index([item])[0])
+        if user is not None:
+            user_idx = self.user_index_.to_index([user])
+            hist, users = self.train_matrix_[user_idx], user_idx
+        else:
+            hist, users = self._history_matrix(history, "error")[1][:1], None
+        source, keys, weights = self._explain(hist, users, item_idx, n)
+        order = np.argsort(-np.abs(np.asarray(weights, dtype=np.float64)), kind="stable")[:n]
+        keys = np.asarray(keys)[order]
+        vocab = {"item": self.item_index_, "user": self.user_index_}.get(source)
+        return pd.DataFrame({"source": source,
+                             "id": vocab.to_ids(keys) if vocab is not None else keys,
+                             "contribution": np.asarray(weights, dtype=np.float64)[order]})
+
+    def _explain(self, histories: sp.csr_matrix, users: np.ndarray | None, item: int,
+                 n: int) -> tuple[str, np.ndarray, np.ndarray]:
+        """(source, keys, contributions) behind ``item``'s score for one query.
+
+        ``source`` is "item" or "user" (keys are indices, mapped to ids by the caller) or
+        "feature" (keys are feature names).
+        """
+        raise NotSupportedError(f"{type(self).__name__} cannot explain its scores")
+
     def item_vectors(self) -> np.ndarray | None:
         """Dense item embeddings (n_items, d) where the model has them."""
         return None

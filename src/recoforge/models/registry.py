@@ -7,17 +7,19 @@ first time the registry is consulted, so ``import recoforge`` stays fast.
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from typing import TYPE_CHECKING, Any
 
-from recoforge.errors import ConfigError
+from recoforge.errors import ConfigError, MissingDependencyError
 
 if TYPE_CHECKING:
     from recoforge.models.base import Recommender
 
-#: modules that define registered models (later model families append here)
-MODEL_MODULES = ["recoforge.models.popularity"]
+#: sub-packages and modules of recoforge.models that hold no model
+_NOT_MODELS = {"base", "params", "registry", "similarity"}
 
 _REGISTRY: dict[str, type[Recommender]] = {}
+_LOADED: list[bool] = []
 
 
 def register(cls: type[Recommender]) -> type[Recommender]:
@@ -30,8 +32,22 @@ def register(cls: type[Recommender]) -> type[Recommender]:
 
 
 def _load_all() -> None:
-    for module in MODEL_MODULES:
-        importlib.import_module(module)
+    """Import every model module of recoforge.models once (they register themselves).
+
+    Sub-packages (e.g. ``neural``) whose optional dependency is missing are skipped.
+    """
+    if _LOADED:
+        return
+    import recoforge.models as package
+
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.name in _NOT_MODELS or info.name.startswith("_"):
+            continue
+        try:
+            importlib.import_module(f"recoforge.models.{info.name}")
+        except MissingDependencyError:
+            continue
+    _LOADED.append(True)
 
 
 def available_models() -> list[str]:
