@@ -156,8 +156,8 @@ def write(table: pd.DataFrame, args) -> None:
         "`RunAnalysis(NDCG)`, both after a warm-up, in the same process. The last column is "
         "LensKit's NDCG@10 computed on recoforge's lists (an independent implementation "
         "of the metric, configured with the 1/log2(rank+1) discount that recoforge uses; "
-        "LensKit's default clips ranks at 2 instead); LensKit's own lists differ only in how tied popularity counts "
-        "are ordered.",
+        "LensKit's default clips ranks at 2 instead); LensKit's own lists differ only in "
+        "how tied popularity counts are ordered.",
         "",
         table.to_markdown(index=False, floatfmt=".4g"),
         "",

@@ -100,7 +100,7 @@ def _read_ids(path: Path, column: str) -> list[Any]:
 def _progress() -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(),
                     TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
-                    console=err_console, transient=True)
+                    console=err_console, transient=True, disable=not err_console.is_terminal)
 
 
 def _table(frame: pd.DataFrame, title: str, floatfmt: str = "{:.4f}") -> Table:
@@ -153,6 +153,8 @@ def recommend(
     items: Annotated[Path | None, typer.Option(help="Candidate whitelist file.")] = None,
     unknown: Annotated[str, typer.Option(help="Unknown users: error, skip, fallback.")
                        ] = "error",
+    user_col: Annotated[str, typer.Option(help="User column of --users.")] = "user",
+    item_col: Annotated[str, typer.Option(help="Item column of --items.")] = "item",
 ) -> None:
     """Write top-k recommendations for users to a file (batch precomputation)."""
     from recoforge.models.registry import load_model
@@ -160,8 +162,8 @@ def recommend(
     if (users is None) == (not all_users):
         raise ConfigError("give exactly one of --users FILE or --all")
     fitted = load_model(model)
-    user_ids = None if all_users else _read_ids(users, "user")  # type: ignore[arg-type]
-    whitelist = _read_ids(items, "item") if items is not None else None
+    user_ids = None if all_users else _read_ids(users, user_col)  # type: ignore[arg-type]
+    whitelist = _read_ids(items, item_col) if items is not None else None
     with _progress() as bar:
         task = bar.add_task("recommending", total=None)
         recs = fitted.recommend(user_ids, k=k, exclude_seen=not include_seen, items=whitelist,
