@@ -18,6 +18,8 @@ from recoforge.errors import RecoforgeError
 
 #: metrics shown in the leaderboard (at the demo's k)
 BOARD_METRICS = ("ndcg", "precision", "recall", "map", "hit_rate", "coverage")
+HEADERS = {"ndcg": "NDCG@{k}", "precision": "P@{k}", "recall": "R@{k}", "map": "MAP@{k}",
+           "hit_rate": "HR@{k}", "coverage": "cover", "fit_s": "fit s"}
 
 
 def _leaderboard(data, split, k: int, seed: int, console: Console) -> tuple[pd.DataFrame, dict]:
@@ -49,10 +51,10 @@ def _leaderboard(data, split, k: int, seed: int, console: Console) -> tuple[pd.D
 
 def _board_table(board: pd.DataFrame, k: int, title: str) -> Table:
     table = Table(title=title)
-    table.add_column("model")
+    table.add_column("model", no_wrap=True)
     for col in board.columns[1:]:
-        label = f"{col}@{k}" if col in BOARD_METRICS and col != "coverage" else col
-        table.add_column(label, justify="right")
+        label = HEADERS.get(col, col).format(k=k)
+        table.add_column(label, justify="right", no_wrap=True)
     for _, row in board.iterrows():
         table.add_row(row["model"], *[f"{row[c]:.3f}" if c == "fit_s" else f"{row[c]:.4f}"
                                       for c in board.columns[1:]])
