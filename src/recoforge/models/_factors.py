@@ -1,0 +1,141 @@
+"""Shared machinery of latent-factor models: scoring, fold-in, vectors, explanations.
+
+A factor model learns item factors V (n_items x d), user factors U (n_users x d) and
+optionally biases mu, b_u, b_i, and scores s_ui = mu + b_u + b_i + u_u . v_i.
+
+New users (and anonymous sessions) are *folded in*: their factors are the regularised
+least-squares fit of their history against the fixed item factors,
+
+    u = (V_I^T W V_I + lambda I)^-1 V_I^T W y,
+
+with y the history values minus the bias terms (explicit data) or the preference 1
+weighted by confidence W = 1 + alpha r (implicit data, Hu et al. 2008). Because u is
+linear in y, s_ui splits into per-history-item contributions
+y_j w_j (v_i^T A^-1 v_j) — the explanation the implicit library gives for ALS.
+
+Subclasses set ``user_factors_``, ``item_factors_`` (float32) and, for rating models,
+``global_bias_``, ``user_bias_``, ``item_bias_``; they may override :meth:`_fold_in_weights`
+and the fold-in regularisation via ``_fold_in_regularization``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from recoforge.models.base import Recommender
+
+
+class FactorModel(Recommender):
+    """Base for matrix-factorisation models (not registered itself)."""
+
+    #: implicit models fold in confidence-weighted preferences instead of ratings
+    implicit_fold_in: bool = False
+
+    # ----------------------------------------------------------------- hooks
+    def _fold_in_regularization(self) -> float:
+        return float(getattr(self.config, "regularization", 0.1))
+
+    def _fold_in_alpha(self) -> float:
+        return float(getattr(self.config, "alpha", 1.0))
+
+    def _has_biases(self) -> bool:
+        return hasattr(self, "item_bias_") and self.item_bias_ is not None
+
+    # ----------------------------------------------------------------- fold-in
+    def _gram(self) -> np.ndarray | None:
+        """V^T V (float64), needed by implicit fold-in; computed per call, O(n_items d^2)."""
+        if not self.implicit_fold_in:
+            return None
+        factors = self.item_factors_.astype(np.float64)
+        return factors.T @ factors
+
+    def _fold_in_system(self, history: sp.csr_matrix, row: int, gram: np.ndarray | None
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(items, targets, weights, A) of one history row; A = V_I^T W V_I + lambda I.
+
+        For implicit folding, with C = 1 + alpha r, the exact Hu et al. system is
+        V^T V + V_I^T (C - I) V_I + lambda I with targets C (preference 1).
+        """
+        start, stop = history.indptr[row], history.indptr[row + 1]
+        items = history.indices[start:stop]
+        values = history.data[start:stop].astype(np.float64)
+        sub = self.item_factors_[items].astype(np.float64)
+        reg = self._fold_in_regularization()
+        d = sub.shape[1]
+        if gram is not None:
+            conf = 1.0 + self._fold_in_alpha() * values
+            a = gram + (sub.T * (conf - 1.0)) @ sub + reg * np.eye(d)
+            return items, np.ones_like(values), conf, a
+        targets = values.copy()
+        if self._has_biases():
+            targets -= self.global_bias_ + self.item_bias_[items]
+            targets -= self._fold_in_user_bias(targets, reg)
+        weights = np.ones_like(values)
+        a = sub.T @ sub + reg * len(items) * np.eye(d) if len(items) else reg * np.eye(d)
+        return items, targets, weights, a
+
+    def _fold_in_user_bias(self, residuals: np.ndarray, reg: float) -> float:
+        """Damped mean residual: the new user's bias before fitting factors."""
+        return float(residuals.sum() / (len(residuals) + max(reg, 1e-12) * 10.0)) \
+            if len(residuals) else 0.0
+
+    def fold_in(self, histories: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+        """Factors and biases of query rows from their histories, item factors fixed.
+
+        Returns
+        -------
+        (factors, biases) : float32 (n, d) and (n,) (zeros without a bias model).
+        Cost O(n (h d^2 + d^3)) for histories of length h.
+        """
+        n, d = histories.shape[0], self.item_factors_.shape[1]
+        factors = np.zeros((n, d), dtype=np.float32)
+        biases = np.zeros(n, dtype=np.float32)
+        histories = sp.csr_matrix(histories)
+        gram = self._gram()
+        for row in range(n):
+            if histories.indptr[row] == histories.indptr[row + 1]:
+                continue
+            items, targets, weights, a = self._fold_in_system(histories, row, gram)
+            rhs = self.item_factors_[items].astype(np.float64).T @ (weights * targets)
+            factors[row] = np.linalg.solve(a, rhs)
+            if self._has_biases():
+                raw = histories.data[histories.indptr[row]:histories.indptr[row + 1]]
+                resid = raw - self.global_bias_ - self.item_bias_[items]
+                biases[row] = self._fold_in_user_bias(resid, self._fold_in_regularization())
+        return factors, biases
+
+    # ----------------------------------------------------------------- contract
+    def _score(self, histories: sp.csr_matrix, users: np.ndarray | None) -> np.ndarray:
+        if users is not None:
+            user_factors = self.user_factors_[users]
+            user_bias = self.user_bias_[users] if self._has_biases() else None
+        else:
+            user_factors, user_bias = self.fold_in(histories)
+        scores = user_factors @ self.item_factors_.T
+        if self._has_biases():
+            scores += (self.global_bias_ + self.item_bias_)[None, :] + user_bias[:, None]
+        return scores.astype(np.float32, copy=False)
+
+    def _predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        dots = np.einsum("ij,ij->i", self.user_factors_[users], self.item_factors_[items])
+        if self._has_biases():
+            dots = dots + self.global_bias_ + self.user_bias_[users] + self.item_bias_[items]
+        return dots.astype(np.float64)
+
+    def item_vectors(self) -> np.ndarray:
+        return self.item_factors_
+
+    def user_vectors(self) -> np.ndarray:
+        return self.user_factors_
+
+    def _explain(self, histories: sp.csr_matrix, users: np.ndarray | None, item: int,
+                 n: int) -> tuple[str, np.ndarray, np.ndarray]:
+        """Contribution of each history item j: w_j y_j v_i^T A^-1 v_j (fold-in view)."""
+        histories = sp.csr_matrix(histories)
+        items, targets, weights, a = self._fold_in_system(histories, 0, self._gram())
+        if len(items) == 0:
+            return "item", np.zeros(0, np.int64), np.zeros(0)
+        sub = self.item_factors_[items].astype(np.float64)
+        solved = np.linalg.solve(a, self.item_factors_[item].astype(np.float64))
+        return "item", items.astype(np.int64), weights * targets * (sub @ solved)
