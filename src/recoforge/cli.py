@@ -296,22 +296,13 @@ def demo(
 
 
 def main() -> None:
-    """Entry point: user-caused errors become one line on stderr and exit status 2."""
-    try:
-        app(standalone_mode=False)
-    except RecoforgeError as exc:
-        err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
-        sys.exit(2)
-    except FileNotFoundError as exc:
-        err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
-        sys.exit(2)
-    except (typer.Exit, typer.Abort) as exc:  # pragma: no cover - typer control flow
-        sys.exit(getattr(exc, "exit_code", 1))
-    except Exception as exc:  # click usage errors raised in non-standalone mode
-        import click
+    """Entry point: user-caused errors become one line on stderr and exit status 2.
 
-        if isinstance(exc, click.ClickException):
-            err_console.print(f"error: {exc.format_message()}", markup=False,
-                              highlight=False, soft_wrap=True)
-            sys.exit(exc.exit_code)
-        raise
+    Usage errors (unknown options, bad option values) are typer's own: a usage line and
+    the message, status 2. Anything else is a bug and keeps its traceback.
+    """
+    try:
+        app()
+    except (RecoforgeError, FileNotFoundError) as exc:
+        err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(2)
