@@ -260,3 +260,24 @@ def test_interactions_are_accepted_and_repr_names_the_split(demo):
     split = holdout_global(demo.interactions, seed=0)
     assert isinstance(split.train, Dataset)
     assert "holdout_global" in repr(split)
+
+
+def test_sessions_do_not_leak_across_splits():
+    from recoforge.data import Dataset, Sessions
+    from recoforge.data.split import cold_start, temporal
+
+    frame = pd.DataFrame({"user": ["a", "a", "b", "b", "c", "c"],
+                          "item": ["x", "y", "x", "z", "y", "z"],
+                          "rating": [5.0, 4, 3, 2, 1, 5], "t": [1, 2, 3, 4, 5, 6]})
+    base = Dataset.from_frame(frame, rating_col="rating", timestamp_col="t")
+    items = base.item_index.to_index(["x", "y", "z", "x"]).astype(np.int32)
+    users = base.user_index.to_index(["a", "b", "c", "c"]).astype(np.int32)
+    sessions = Sessions(np.array(["s1", "s2", "s3", "s3"]), items, users,
+                        np.array([1, 3, 5, 6]))
+    data = Dataset(base.interactions, sessions=sessions)
+    split = temporal(data, cutoff=5)
+    assert split.train.sessions.timestamps.tolist() == [1, 3]
+    assert split.train.sessions.users.tolist() == [0, 1]  # re-indexed to train users
+    held = cold_start(data, on="users", fraction=0.34, history_fraction=0.5, seed=0)
+    kept = set(held.train.user_index.to_ids(held.train.sessions.users))
+    assert kept == set(held.train.user_index.ids)

@@ -37,6 +37,31 @@ class Sessions:
     def __len__(self) -> int:
         return len(self.items)
 
+    def _take(self, keep: np.ndarray, users: np.ndarray | None = None) -> Sessions:
+        return Sessions(self.session_ids[keep], self.items[keep],
+                        None if self.users is None else (users if users is not None
+                                                         else self.users)[keep],
+                        None if self.timestamps is None else self.timestamps[keep])
+
+    def restrict(self, old_users: IdIndex, new_users: IdIndex) -> Sessions:
+        """Re-index session users to ``new_users``; sessions of users it lacks are dropped.
+
+        Anonymous events (user -1) are kept.
+        """
+        if self.users is None:
+            return self
+        mapped = np.full(len(self.users), -1, dtype=np.int32)
+        known = self.users >= 0
+        mapped[known] = new_users.to_index(old_users.to_ids(self.users[known]),
+                                           unknown="ignore")
+        return self._take(~known | (mapped >= 0), users=mapped)
+
+    def before(self, cutoff: int) -> Sessions:
+        """Only events strictly before ``cutoff`` (epoch seconds); needs timestamps."""
+        if self.timestamps is None:
+            raise DataError("sessions have no timestamps to cut at a point in time")
+        return self._take(self.timestamps < cutoff)
+
     def groups(self) -> list[np.ndarray]:
         """Item-index arrays, one per session, in order of first appearance."""
         codes, _ = pd.factorize(self.session_ids)
@@ -118,21 +143,31 @@ class Dataset:
         if user_features is not None and interactions.user_index != self.user_index:
             rows = self.user_index.to_index(interactions.user_index.ids, unknown="ignore")
             user_features = user_features.take_rows(rows)
-        return replace(self, interactions=interactions, user_features=user_features)
+        sessions = self.sessions
+        if sessions is not None and interactions.user_index != self.user_index:
+            sessions = sessions.restrict(self.user_index, interactions.user_index)
+        return replace(self, interactions=interactions, user_features=user_features,
+                       sessions=sessions)
 
-    def subset(self, mask: np.ndarray, *, compact_users: bool = True) -> Dataset:
+    def subset(self, mask: np.ndarray, *, compact_users: bool = True,
+               sessions_before: int | None = None) -> Dataset:
         """The dataset restricted to interactions where ``mask`` is true.
 
         The item vocabulary (the catalogue) is kept whole so that items without training
         interactions remain recommendable; with ``compact_users`` users left without any
-        interaction drop out of the user vocabulary (they become unknown users).
+        interaction drop out of the user vocabulary (they become unknown users), and so
+        do their sessions. ``sessions_before`` (epoch seconds) also drops session events
+        at or after that time, so time-based splits do not leak test-period views.
         """
         inter = self.interactions
         users = None
         if compact_users:
             kept = np.unique(inter.users[mask])
             users = IdIndex(inter.user_index.ids[kept], name="user")
-        return self.with_interactions(inter.select(mask, user_index=users))
+        out = self.with_interactions(inter.select(mask, user_index=users))
+        if sessions_before is not None and out.sessions is not None:
+            out = replace(out, sessions=out.sessions.before(sessions_before))
+        return out
 
     def __repr__(self) -> str:
         parts = [f"name={self.name!r}", repr(self.interactions)]

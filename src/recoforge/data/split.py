@@ -102,7 +102,8 @@ def _positions_in_user(users: np.ndarray, *keys: np.ndarray) -> np.ndarray:
 
 
 def _make_split(data: Dataset, test_mask: np.ndarray, name: str,
-                history_mask: np.ndarray | None = None) -> Split:
+                history_mask: np.ndarray | None = None,
+                sessions_before: int | None = None) -> Split:
     held = test_mask if history_mask is None else (test_mask | history_mask)
     if not test_mask.any():
         raise DataError(f"{name}: no test interactions (users or data too small for the "
@@ -111,8 +112,8 @@ def _make_split(data: Dataset, test_mask: np.ndarray, name: str,
         raise DataError(f"{name}: no training interactions left")
     inter = data.interactions
     history = None if history_mask is None else inter.select(history_mask)
-    return Split(train=data.subset(~held), test=inter.select(test_mask), history=history,
-                 name=name)
+    train = data.subset(~held, sessions_before=sessions_before)
+    return Split(train=train, test=inter.select(test_mask), history=history, name=name)
 
 
 # ---------------------------------------------------------------------- splits
@@ -233,7 +234,9 @@ def temporal(data: Dataset | Interactions, cutoff: Any = None, quantile: float =
     if test.all() or not test.any():
         raise DataError(f"{name}: cut at {cut} leaves one side empty (timestamps range "
                         f"{int(stamps.min())}..{int(stamps.max())})")
-    return _make_split(data, test, name)
+    sessions = data.sessions
+    cut_sessions = sessions is not None and sessions.timestamps is not None
+    return _make_split(data, test, name, sessions_before=cut if cut_sessions else None)
 
 
 def cold_start(data: Dataset | Interactions, on: Literal["users", "items"] = "users",
