@@ -161,7 +161,7 @@ def recommend(
 
     if (users is None) == (not all_users):
         raise ConfigError("give exactly one of --users FILE or --all")
-    fitted = load_model(model)
+    fitted = load_model(str(model))
     user_ids = None if all_users else _read_ids(users, user_col)  # type: ignore[arg-type]
     whitelist = _read_ids(items, item_col) if items is not None else None
     with _progress() as bar:
@@ -186,7 +186,7 @@ def predict(
     from recoforge.data.loaders import read_table
     from recoforge.models.registry import load_model
 
-    fitted = load_model(model)
+    fitted = load_model(str(model))
     table = read_table(pairs)
     missing = [c for c in (user_col, item_col) if c not in table.columns]
     if missing:

@@ -38,7 +38,7 @@ def _leaderboard(data, split, k: int, seed: int, console: Console) -> tuple[pd.D
             skipped.append(f"{name}: {exc}")
             continue
         fitted[name] = model
-        row = {"model": name}
+        row: dict[str, Any] = {"model": name}
         row.update({m: float(result.summary.get(f"{m}@{k}", result.summary.get(m, float("nan"))))
                     for m in BOARD_METRICS})
         row["fit_s"] = model.fit_seconds_

@@ -20,13 +20,14 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeAlias
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
 from recoforge.data.dataset import Dataset, as_dataset
+from recoforge.data.ids import IdIndex
 from recoforge.data.interactions import Interactions
 from recoforge.errors import (
     ConfigError,
@@ -39,7 +40,7 @@ from recoforge.models.params import ModelConfig
 from recoforge.ranking.topk import topk
 
 UnknownUsers = Literal["error", "skip", "fallback"]
-HistoryInput = pd.DataFrame | Mapping[Any, Any] | Iterable[Any]
+HistoryInput: TypeAlias = pd.DataFrame | Mapping[Any, Any] | Iterable[Any]
 BATCH_BYTES = 1 << 27  # dense score block per batch: 128 MiB
 
 
@@ -65,6 +66,13 @@ class Recommender:
 
     name: ClassVar[str] = "base"
     Config: ClassVar[type[ModelConfig]] = ModelConfig
+    #: the validated hyperparameters: an instance of the subclass's ``Config``
+    config: Any
+    user_index_: IdIndex
+    item_index_: IdIndex
+    train_matrix_: sp.csr_matrix
+    fallback_: Recommender | None
+    fit_seconds_: float
     #: whether ``_predict`` gives ratings (explicit-feedback models)
     predicts_ratings: ClassVar[bool] = False
 
@@ -195,26 +203,27 @@ class Recommender:
             idx, scores = self._rank(hist, None, k, exclude_seen, allowed, batch_size, progress)
             return self._frame(labels, idx, scores)
         if users is None:
-            labels = self.user_index_.ids
-            rows = np.arange(len(labels))
+            query_ids = self.user_index_.ids
+            rows = np.arange(len(query_ids))
         else:
-            labels = _as_list(users)
-            rows = self.user_index_.to_index(labels, unknown="ignore")
+            query_ids = _label_array(_as_list(users))
+            rows = self.user_index_.to_index(query_ids, unknown="ignore")
         frames = []
         if (rows < 0).any():
-            frames.append(self._recommend_unknown(labels, rows, k, exclude_seen, items,
+            frames.append(self._recommend_unknown(query_ids, rows, k, exclude_seen, items,
                                                   unknown))
         known = rows >= 0
         hist = self.train_matrix_[rows[known]]
         idx, scores = self._rank(hist, rows[known], k, exclude_seen, allowed, batch_size,
                                  progress)
-        frames.insert(0, self._frame(_label_array(labels)[known], idx, scores))
+        frames.insert(0, self._frame(query_ids[known], idx, scores))
         if len(frames) == 1:
             return frames[0]
-        return _order_like(pd.concat(frames, ignore_index=True), labels)
+        return _order_like(pd.concat(frames, ignore_index=True), list(query_ids))
 
-    def _recommend_unknown(self, labels, rows, k, exclude_seen, items, unknown) -> pd.DataFrame:
-        missing = _label_array(labels)[rows < 0]
+    def _recommend_unknown(self, query_ids, rows, k, exclude_seen, items, unknown
+                           ) -> pd.DataFrame:
+        missing = query_ids[rows < 0]
         if unknown == "error":
             more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
             raise UnknownIdError(f"unknown user id {_plain(missing[0])!r}{more}; pass history= "
@@ -224,10 +233,11 @@ class Recommender:
                                np.empty((0, k), np.float32))
         if unknown != "fallback":
             raise ConfigError(f"unknown must be 'error', 'skip' or 'fallback', not {unknown!r}")
-        if getattr(self, "fallback_", None) is None:
+        fallback = getattr(self, "fallback_", None)
+        if fallback is None:
             raise ConfigError("unknown='fallback' needs a model fitted with fit(..., fallback=)")
-        empty = {user: [] for user in missing}
-        return self.fallback_.recommend(k=k, exclude_seen=exclude_seen, items=items,
+        empty: dict[Any, list[Any]] = {user: [] for user in missing}
+        return fallback.recommend(k=k, exclude_seen=exclude_seen, items=items,
                                         history=empty)
 
     def top_items(self, users: np.ndarray | None = None, k: int = 10, *,
