@@ -14,7 +14,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from recoforge.data import Dataset, IdIndex, Interactions
+from recoforge.data import (
+    Dataset,
+    FeatureMatrix,
+    IdIndex,
+    Interactions,
+    Sessions,
+    build_features,
+)
 
 
 @dataclass(frozen=True)
@@ -86,4 +93,35 @@ def taste_data(seed: int = 0, n_users: int = 120, n_items: int = 140,
     all_items = sorted(frame["item"].unique())
     inter = Interactions.from_frame(train, rating_col="rating", timestamp_col="timestamp",
                                     item_index=IdIndex(all_items, name="item"))
-    return Dataset(inter, name="taste"), last.reset_index(drop=True)
+    features = _taste_item_features(inter.item_index, item_group, seed)
+    return (Dataset(inter, item_features=features, sessions=_taste_sessions(inter),
+                    name="taste"),
+            last.reset_index(drop=True))
+
+
+def _taste_item_features(index: IdIndex, item_group: np.ndarray, seed: int) -> FeatureMatrix:
+    """One-hot item group plus a short noisy description (2 of 3 words from the group's
+    vocabulary, 2 shared words), from its own generator so the interactions stay as they were.
+    """
+    rng = np.random.default_rng(seed + 10_007)
+    shared = [f"common{j}" for j in range(12)]
+    texts = []
+    for item_id in index.ids:
+        group = item_group[int(str(item_id)[1:])]
+        words = rng.choice([f"g{group}word{j}" for j in range(6)], 2, replace=False).tolist()
+        words.append(str(rng.choice([f"g{o}word{j}" for o in range(len(set(item_group)))
+                                     for j in range(6)])))
+        words += rng.choice(shared, 2, replace=False).tolist()
+        texts.append(" ".join(words))
+    info = pd.DataFrame({"group": [f"g{item_group[int(str(i)[1:])]}" for i in index.ids],
+                         "description": texts}, index=index.ids)
+    return build_features(info, index, text=["description"], categorical=["group"])
+
+
+def _taste_sessions(inter: Interactions) -> Sessions:
+    """Each user's training rows as one session of views in timestamp order."""
+    order = np.lexsort((inter.timestamps, inter.users))
+    return Sessions(session_ids=np.asarray(inter.users)[order].astype(np.int64),
+                    items=np.asarray(inter.items)[order].astype(np.int32),
+                    users=np.asarray(inter.users)[order].astype(np.int32),
+                    timestamps=np.asarray(inter.timestamps)[order])
