@@ -158,3 +158,17 @@ def test_symmetric_and_truncation_properties(seed, k, measure):
     for i in range(full.shape[0]):  # nothing dropped is better than what was kept
         if kept[i].any():
             assert full[i][~kept[i]].max(initial=0) <= dense_top[i][kept[i]].min() + 1e-6
+
+
+def test_neighbour_scores_equal_the_sparse_product():
+    import scipy.sparse as sp
+
+    from recoforge.models.similarity import neighbour_scores
+
+    rng = np.random.default_rng(3)
+    histories = sp.random(7, 12, density=0.3, format="csr", random_state=rng)
+    neighbours = sp.random(12, 12, density=0.2, format="csr", random_state=rng)
+    expected = (histories @ neighbours).toarray()
+    np.testing.assert_allclose(neighbour_scores(histories, neighbours), expected, rtol=1e-5)
+    with pytest.raises(ValueError, match="do not chain"):
+        neighbour_scores(histories, neighbours[:5])

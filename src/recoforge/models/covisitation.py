@@ -35,6 +35,7 @@ from recoforge.errors import ConfigError, DataError
 from recoforge.models.base import Recommender
 from recoforge.models.params import ModelConfig, param
 from recoforge.models.registry import register
+from recoforge.models.similarity import neighbour_scores
 
 SECONDS_PER_DAY = 86_400.0
 NORMALIZATIONS = ("count", "cosine", "conditional", "lift")
@@ -236,8 +237,7 @@ class CoVisitation(Recommender):
         return weights
 
     def _score(self, histories: sp.csr_matrix, users: np.ndarray | None) -> np.ndarray:
-        scores = (self._query_weights(histories, users) @ self.neighbours_).toarray()
-        scores = scores.astype(np.float32, copy=False)
+        scores = neighbour_scores(self._query_weights(histories, users), self.neighbours_)
         return fill_unscored(scores, self.item_counts_) if self.config.fill_popular else scores
 
     def _similar(self, items: np.ndarray) -> np.ndarray:

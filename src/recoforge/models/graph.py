@@ -37,7 +37,7 @@ from recoforge.models.base import Recommender
 from recoforge.models.covisitation import fill_unscored
 from recoforge.models.params import ModelConfig, param
 from recoforge.models.registry import register
-from recoforge.models.similarity import topk_neighbours
+from recoforge.models.similarity import neighbour_scores, topk_neighbours
 
 DENSE_BLOCK_BYTES = 1 << 26  # 64 MiB
 
@@ -87,7 +87,7 @@ class _ItemWalk(Recommender):
         self.item_degree_ = degree.astype(np.float32)
 
     def _score(self, histories: sp.csr_matrix, users: np.ndarray | None) -> np.ndarray:
-        scores = (binary_csr(histories) @ self.similarity_).toarray().astype(np.float32)
+        scores = neighbour_scores(binary_csr(histories), self.similarity_)
         return fill_unscored(scores, self.item_degree_)
 
     def _similar(self, items: np.ndarray) -> np.ndarray:

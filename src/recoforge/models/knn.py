@@ -35,6 +35,7 @@ from recoforge.models.similarity import (
     WEIGHTINGS,
     check_options,
     column_idf,
+    neighbour_scores,
     prepare_rows,
     row_means,
     similarity_matrix,
@@ -280,8 +281,7 @@ class ItemKNN(_NeighbourModel):
             baseline=baseline)
 
     def _score(self, histories: sp.csr_matrix, users: np.ndarray | None) -> np.ndarray:
-        scores = self._values(histories) @ self.similarity_
-        return scores.toarray().astype(np.float32, copy=False)
+        return neighbour_scores(self._values(histories), self.similarity_)
 
     def _predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         return self._predict_with(self.similarity_, items, users, False, users, items)

@@ -305,3 +305,29 @@ def similarity_matrix(rows: sp.csr_matrix, k: int, similarity: str = "cosine", *
                             shrinkage=shrinkage, min_similarity=min_similarity,
                             min_support=min_support)
     return found.to_csr(rows.shape[0])
+
+
+@numba.njit(cache=True, parallel=True)
+def _accumulate(h_indptr, h_indices, h_data, s_indptr, s_indices, s_data, out):
+    for r in numba.prange(out.shape[0]):
+        for p in range(h_indptr[r], h_indptr[r + 1]):
+            j = h_indices[p]
+            weight = h_data[p]
+            for q in range(s_indptr[j], s_indptr[j + 1]):
+                out[r, s_indices[q]] += weight * s_data[q]
+
+
+def neighbour_scores(histories: sp.csr_matrix, neighbours: sp.csr_matrix) -> np.ndarray:
+    """Dense ``histories @ neighbours`` (float32) without a sparse intermediate.
+
+    The scoring step of every item-to-item model: s_ui = sum_j h_uj W_ji. Rows run in
+    parallel (numba); O(nnz(h) * k) time for k neighbours per item, O(n * n_items) output.
+    """
+    histories = sp.csr_matrix(histories)
+    neighbours = sp.csr_matrix(neighbours)
+    if histories.shape[1] != neighbours.shape[0]:
+        raise ValueError(f"shapes {histories.shape} and {neighbours.shape} do not chain")
+    out = np.zeros((histories.shape[0], neighbours.shape[1]), dtype=np.float32)
+    _accumulate(histories.indptr, histories.indices, histories.data.astype(np.float32),
+                neighbours.indptr, neighbours.indices, neighbours.data.astype(np.float32), out)
+    return out
