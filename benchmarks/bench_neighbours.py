@@ -122,10 +122,17 @@ def topn_grids() -> dict[str, list[dict]]:
     def grid(**axes):
         return [dict(zip(axes, values)) for values in itertools.product(*axes.values())]
 
-    ours = (grid(similarity=["cosine"], k=[20, 50, 100, 200], binary=[True, False])
-            + grid(similarity=["dot", "cosine"], weighting=["bm25"], k=[50, 100, 200],
-                   binary=[True]))
-    peers = grid(K=[20, 50, 100, 200], binary=[True, False])
+    # implicit's K counts the item itself among its K neighbours (its similarity matrix
+    # keeps the diagonal), recoforge's k counts other items only: the same neighbourhoods
+    # are implicit K = recoforge k + 1 (checked: identical lists on ML-1M).
+    peer_sizes = [20, 50, 100, 200, 400]
+    sizes = [size - 1 for size in peer_sizes]
+    ours = (grid(similarity=["cosine"], k=sizes, binary=[True, False])
+            + grid(similarity=["dot", "cosine"], weighting=["bm25"], k=sizes[1:],
+                   binary=[True], bm25_k1=[1.2], bm25_b=[0.75])
+            + grid(similarity=["dot"], weighting=["bm25"], k=sizes[1:], binary=[True],
+                   bm25_k1=[100.0], bm25_b=[0.8]))
+    peers = grid(K=peer_sizes, binary=[True, False])
     out = {"item_knn": ours,
            "user_knn": grid(similarity=["cosine"], k=[50, 100, 200], binary=[True]),
            "ItemItemRecommender": peers, "CosineRecommender": peers,
