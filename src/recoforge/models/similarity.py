@@ -34,7 +34,7 @@ import scipy.sparse as sp
 
 from recoforge.errors import ConfigError
 from recoforge.models.baseline import row_ids, subtract_offsets
-from recoforge.ranking.topk import _better, _sift_down, _sift_up
+from recoforge.ranking.topk import heap_drain, heap_push
 
 SIMILARITIES = ("cosine", "dot", "adjusted_cosine", "pearson", "pearson_baseline", "jaccard")
 CENTRED = ("adjusted_cosine", "pearson", "pearson_baseline")
@@ -124,29 +124,14 @@ def _neighbours_kernel(q_indptr, q_indices, q_data, inv_indptr, inv_indices, inv
                         sim *= n / (n + shrinkage)
                     s32 = np.float32(sim)
                     if s32 != 0 and s32 >= min_similarity:
-                        if size < k:
-                            heap_s[size] = s32
-                            heap_j[size] = t
-                            _sift_up(heap_s, heap_j, size)
-                            size += 1
-                        elif _better(s32, t, heap_s[0], heap_j[0]):
-                            heap_s[0] = s32
-                            heap_j[0] = t
-                            _sift_down(heap_s, heap_j, size, 0)
+                        size = heap_push(heap_s, heap_j, size, k, s32, t)
                 dot[t] = 0.0
                 support[t] = 0
                 if corated:
                     q_co[t] = 0.0
                     t_co[t] = 0.0
             out_count[r] = size
-            for pos in range(size - 1, -1, -1):
-                out_sim[r, pos] = heap_s[0]
-                out_idx[r, pos] = heap_j[0]
-                size -= 1
-                if size > 0:
-                    heap_s[0] = heap_s[size]
-                    heap_j[0] = heap_j[size]
-                    _sift_down(heap_s, heap_j, size, 0)
+            heap_drain(heap_s, heap_j, size, out_sim[r], out_idx[r])
 
 
 def check_options(similarity: str, weighting: str = "none", k: int = 1,

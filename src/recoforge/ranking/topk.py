@@ -53,6 +53,34 @@ def _sift_up(heap_s, heap_j, pos):
             return
 
 
+@numba.njit(cache=True, inline="always")
+def heap_push(heap_s, heap_j, size, k, s, j):
+    """Offer (s, j) to a bounded "worst on top" heap of capacity k; returns the new size."""
+    if size < k:
+        heap_s[size] = s
+        heap_j[size] = j
+        _sift_up(heap_s, heap_j, size)
+        return size + 1
+    if _better(s, j, heap_s[0], heap_j[0]):
+        heap_s[0] = s
+        heap_j[0] = j
+        _sift_down(heap_s, heap_j, size, 0)
+    return size
+
+
+@numba.njit(cache=True, inline="always")
+def heap_drain(heap_s, heap_j, size, out_s, out_j):
+    """Empty the heap into out_s/out_j (first ``size`` places), best first."""
+    for pos in range(size - 1, -1, -1):
+        out_s[pos] = heap_s[0]
+        out_j[pos] = heap_j[0]
+        size -= 1
+        if size > 0:
+            heap_s[0] = heap_s[size]
+            heap_j[0] = heap_j[size]
+            _sift_down(heap_s, heap_j, size, 0)
+
+
 @numba.njit(cache=True, parallel=True)
 def _topk_kernel(scores, k, ex_indptr, ex_indices, allowed, out_j, out_s):
     n, m = scores.shape
@@ -75,24 +103,8 @@ def _topk_kernel(scores, k, ex_indptr, ex_indices, allowed, out_j, out_s):
             s = scores[r, j]
             if s != s:  # NaN
                 continue
-            if size < k:
-                heap_s[size] = s
-                heap_j[size] = j
-                _sift_up(heap_s, heap_j, size)
-                size += 1
-            elif _better(s, j, heap_s[0], heap_j[0]):
-                heap_s[0] = s
-                heap_j[0] = j
-                _sift_down(heap_s, heap_j, size, 0)
-        # pop worst-first into the tail: gives best-first order
-        for pos in range(size - 1, -1, -1):
-            out_s[r, pos] = heap_s[0]
-            out_j[r, pos] = heap_j[0]
-            size -= 1
-            if size > 0:
-                heap_s[0] = heap_s[size]
-                heap_j[0] = heap_j[size]
-                _sift_down(heap_s, heap_j, size, 0)
+            size = heap_push(heap_s, heap_j, size, k, s, j)
+        heap_drain(heap_s, heap_j, size, out_s[r], out_j[r])
 
 
 def topk(
