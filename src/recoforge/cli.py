@@ -51,6 +51,24 @@ def _load(data: Path, user_col: str, item_col: str, rating_col: str | None,
                              duplicates=duplicates)  # type: ignore[arg-type]
 
 
+def _with_item_features(dataset, path: Path, id_col: str, **spec: list[str]):
+    """The dataset with item features built from an attributes file."""
+    from recoforge.data.loaders import read_table
+
+    info = read_table(path)
+    if id_col not in info.columns:
+        raise DataError(f"{path.name}: no item id column {id_col!r} "
+                        f"(columns: {list(info.columns)}); pass --item-id-col")
+    if not any(spec.values()):
+        raise ConfigError("--item-features needs at least one of --text-col, --label-col, "
+                          "--category-col, --numeric-col")
+    info = info.set_index(id_col)
+    if not info.index.is_unique:
+        raise DataError(f"{path.name}: item {info.index[info.index.duplicated()][0]!r} "
+                        f"appears twice")
+    return dataset.with_item_features(info, **spec)
+
+
 def _parse_params(pairs: list[str], model_name: str) -> dict[str, Any]:
     from recoforge.models.registry import model_class
 
@@ -125,6 +143,18 @@ def fit(
     duplicates: DupOpt = None,
     fallback: Annotated[str | None, typer.Option(help="Model for unknown users.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --out.")] = False,
+    items_file: Annotated[Path | None, typer.Option(
+        "--item-features", help="Item attributes file (id column + feature columns); "
+        "its items join the catalogue.")] = None,
+    item_id_col: Annotated[str, typer.Option(help="Id column of --item-features.")] = "item",
+    text_col: Annotated[list[str] | None, typer.Option(help="TF-IDF text column (repeat).")
+                        ] = None,
+    label_col: Annotated[list[str] | None, typer.Option(
+        help="Multi-label column such as 'Action|Comedy' (repeat).")] = None,
+    category_col: Annotated[list[str] | None, typer.Option(help="One-hot column (repeat).")
+                            ] = None,
+    numeric_col: Annotated[list[str] | None, typer.Option(help="Scaled numeric column "
+                                                          "(repeat).")] = None,
 ) -> None:
     """Fit a model on an interactions file and save it to a directory."""
     from recoforge.models.registry import create
@@ -134,6 +164,11 @@ def fit(
         raise ConfigError(f"{out} exists; pass --overwrite to replace it")
     dataset = _load(data, user_col, item_col, rating_col, timestamp_col, sep, implicit,
                     duplicates)
+    if items_file is not None:
+        dataset = _with_item_features(dataset, items_file, item_id_col, text=text_col or [],
+                                      multilabel=label_col or [],
+                                      categorical=category_col or [],
+                                      numeric=numeric_col or [])
     fitted = create(model, **params).fit(dataset, fallback=fallback)
     fitted.save(str(out), overwrite=overwrite)
     console.print(f"fitted {model} on {len(dataset.interactions):,} interactions "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import pandas as pd
 import pytest
 
 from recoforge.cli import main
+from recoforge.models.registry import available_models
 
 
 @dataclass
@@ -136,3 +138,67 @@ def test_evaluate_and_listings(workdir: Path):
     assert listing.returncode == 0 and "ml-1m" in listing.stdout
     models = run("models", cwd=workdir)
     assert models.returncode == 0 and "popularity" in models.stdout
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory) -> Path:
+    """The demo shop as files: ratings.csv and items.csv (with items nobody rated)."""
+    from recoforge.data.synthetic import category_demo
+
+    path = tmp_path_factory.mktemp("shop")
+    data = category_demo(n_users=60, n_items=50, seed=1)
+    ratings = data.interactions.to_frame()
+    ratings.to_csv(path / "ratings.csv", index=False)
+    info = data.item_info.rename_axis("item").reset_index()
+    extra = pd.DataFrame({"item": ["new-item"], "title": ["Brand New"],
+                          "category": [info["category"].iloc[0]],
+                          "description": [info["description"].iloc[0]]})
+    pd.concat([info, extra], ignore_index=True).to_csv(path / "items.csv", index=False)
+    return path
+
+
+def _cli_params(name: str) -> list[str]:
+    from tests.conformance.specs import SPECS
+
+    spec = next(s for s in SPECS if s.name == name)
+    out = []
+    for key, value in spec.params.items():
+        text = json.dumps(value) if isinstance(value, dict) else str(value)
+        out += ["--param", f"{key}={text}"]
+    return out
+
+
+@pytest.mark.parametrize("name", available_models())
+def test_every_model_fits_and_recommends_from_the_cli(shop: Path, name: str):
+    features = ["--item-features", "items.csv", "--text-col", "description",
+                "--category-col", "category"]
+    fit = run("fit", "--data", "ratings.csv", "--rating-col", "value", "--timestamp-col",
+              "timestamp", "--model", name, *_cli_params(name), *features, "--out", name,
+              cwd=shop)
+    assert fit.returncode == 0, fit.stderr
+    rec = run("recommend", "--model", name, "--all", "--k", "3", "--out", f"{name}.csv",
+              cwd=shop)
+    assert rec.returncode == 0, rec.stderr
+    recs = pd.read_csv(shop / f"{name}.csv")
+    assert recs["user"].nunique() == 60 and (recs.groupby("user").size() == 3).all()
+
+
+def test_item_features_extend_the_catalogue_and_bad_feature_files(shop: Path):
+    import recoforge as rf
+
+    fit = run("fit", "--data", "ratings.csv", "--rating-col", "value", "--model", "content",
+              "--item-features", "items.csv", "--text-col", "description", "--label-col",
+              "category", "--out", "content-cat", cwd=shop)
+    assert fit.returncode == 0, fit.stderr
+    model = rf.load_model(shop / "content-cat")
+    assert "new-item" in model.item_index_
+    sims = model.similar_items(["new-item"], k=3)
+    assert len(sims) == 3 and sims["score"].iloc[0] > 0
+    no_cols = run("fit", "--data", "ratings.csv", "--rating-col", "value", "--model", "content",
+                  "--item-features", "items.csv", "--out", "x", cwd=shop)
+    assert no_cols.returncode == 2 and "--text-col" in no_cols.stderr
+    bad_id = run("fit", "--data", "ratings.csv", "--rating-col", "value", "--model", "content",
+                 "--item-features", "items.csv", "--item-id-col", "sku", "--text-col",
+                 "description", "--out", "x", cwd=shop)
+    assert bad_id.returncode == 2 and "no item id column 'sku'" in bad_id.stderr
+    assert not (shop / "x").exists()

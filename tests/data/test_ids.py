@@ -42,6 +42,8 @@ def test_integral_floats_and_extend():
     bigger = idx.extend([3, 7, 7, 5])
     assert bigger.ids.tolist() == [1, 3, 7, 5]
     assert idx == IdIndex([1, 3]) and idx != bigger
+    longer = IdIndex(["ab"]).extend(["abcdef"])
+    assert longer.ids.tolist() == ["ab", "abcdef"]  # wider ids are not truncated
 
 
 def test_ids_are_read_only():

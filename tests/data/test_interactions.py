@@ -100,3 +100,14 @@ def test_sessions_groups_in_order():
 
     s = Sessions(np.array(["s2", "s1", "s2", "s1"]), np.array([5, 1, 6, 2], np.int32))
     assert [g.tolist() for g in s.groups()] == [[5, 6], [1, 2]]
+
+
+def test_with_item_features_appends_catalogue_items():
+    ds = Dataset.from_frame(frame(), rating_col="rating")
+    info = pd.DataFrame({"genres": ["a|b", "b", "c", "a"]}, index=pd.Index([1, 2, 3, 9]))
+    out = ds.with_item_features(info, multilabel=["genres"])
+    assert out.item_index.ids.tolist() == [1, 2, 3, 9]  # 9 appended, indices kept
+    assert out.matrix().shape == (3, 4) and out.matrix()[:, 3].nnz == 0
+    assert out.item_features.matrix.shape == (4, 3)
+    with pytest.raises(DataError, match="integers but the new ids are strings"):
+        ds.with_item_features(info.set_axis(["x", "y", "z", "w"]), multilabel=["genres"])

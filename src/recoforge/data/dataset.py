@@ -149,6 +149,30 @@ class Dataset:
         return replace(self, interactions=interactions, user_features=user_features,
                        sessions=sessions)
 
+    def with_item_features(self, info: pd.DataFrame, **spec) -> Dataset:
+        """Attach item attributes: catalogue extended, features built, ``item_info`` set.
+
+        Parameters
+        ----------
+        info : DataFrame
+            Indexed by item id. Items it lists that have no interaction join the catalogue
+            (appended to the item vocabulary, so existing indices are unchanged): they can
+            be recommended by feature-based models.
+        **spec
+            Keyword arguments of :func:`~recoforge.data.features.build_features`
+            (``text=``, ``multilabel=``, ``categorical=``, ``numeric=``, ...).
+        """
+        from recoforge.data.features import build_features
+
+        inter = self.interactions
+        catalogue = inter.item_index.extend(info.index)
+        if len(catalogue) != len(inter.item_index):
+            inter = Interactions(users=inter.users, items=inter.items, values=inter.values,
+                                 user_index=inter.user_index, item_index=catalogue,
+                                 timestamps=inter.timestamps, kind=inter.kind)
+        features = build_features(info, catalogue, **spec)
+        return replace(self, interactions=inter, item_features=features, item_info=info)
+
     def subset(self, mask: np.ndarray, *, compact_users: bool = True,
                sessions_before: int | None = None) -> Dataset:
         """The dataset restricted to interactions where ``mask`` is true.

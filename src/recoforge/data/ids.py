@@ -140,9 +140,14 @@ class IdIndex:
     def extend(self, new_ids: Iterable) -> IdIndex:
         """A vocabulary with ``new_ids`` not yet present appended at the end."""
         arr = _as_id_array(new_ids, self.name)
+        if len(arr) and len(self._ids) and arr.dtype.kind != self._ids.dtype.kind:
+            kinds = {"i": "integers", "U": "strings"}
+            raise DataError(f"{self.name} ids are {kinds[self._ids.dtype.kind]} but the new ids "
+                            f"are {kinds[arr.dtype.kind]} (e.g. {arr[0].item()!r})")
         fresh = pd.unique(arr[self._lookup.get_indexer(arr) < 0])
-        return IdIndex(np.concatenate([self._ids, np.asarray(fresh, dtype=self._ids.dtype)])
-                       if len(self._ids) else np.asarray(fresh), name=self.name)
+        # concatenate promotes unicode widths ("<U5" + "<U8" -> "<U8"): never truncate ids
+        return IdIndex(np.concatenate([self._ids, np.asarray(fresh)]) if len(self._ids)
+                       else np.asarray(fresh), name=self.name)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """State for saving (no pickle: int64 or fixed-width unicode)."""
