@@ -45,7 +45,7 @@ def compute_threads(n_threads: int = 0, limit_blas: bool = True) -> Iterator[int
     several BLAS threads, as the implicit library does. Yields the thread count used.
     """
     previous = numba.get_num_threads()
-    limit = numba.config.NUMBA_NUM_THREADS
+    limit = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]
     threads = limit if n_threads <= 0 else min(int(n_threads), limit)
     numba.set_num_threads(threads)
     try:
@@ -164,9 +164,10 @@ class FactorModel(Recommender):
             user_factors = self.user_factors_[users]
             user_bias = self.user_bias_[users] if self._has_biases() else None
         else:
-            user_factors, user_bias = self.fold_in(histories)
+            user_factors, folded_bias = self.fold_in(histories)
+            user_bias = folded_bias if self._has_biases() else None
         scores = user_factors @ self.item_factors_.T
-        if self._has_biases():
+        if user_bias is not None:
             scores += (self.global_bias_ + self.item_bias_)[None, :] + user_bias[:, None]
         return scores.astype(np.float32, copy=False)
 

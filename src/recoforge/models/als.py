@@ -227,6 +227,29 @@ class _ALSConfig(ModelConfig):
 class _ALSBase(FactorModel):
     """Shared alternating loop; subclasses define the per-side systems."""
 
+    # hooks each ALS variant defines
+    def _check_data(self, data: Dataset) -> None:
+        raise NotImplementedError
+
+    def _init_factors(self, shape: tuple[int, int], rng: np.random.Generator
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def _system(self, matrix: sp.csr_matrix, fixed: np.ndarray, user_side: bool) -> tuple:
+        raise NotImplementedError
+
+    def _loss(self, by_user: sp.csr_matrix, users: np.ndarray, items: np.ndarray) -> float:
+        raise NotImplementedError
+
+    def _fixed_items(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def _store(self, users: np.ndarray, items: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _split_solution(self, solved: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
     def _fit(self, data: Dataset) -> None:
         cfg = self.config
         self._check_data(data)

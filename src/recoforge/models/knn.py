@@ -326,6 +326,7 @@ class UserKNN(_NeighbourModel):
         if getattr(self, "_targets", None) is None:
             rows = self._query_rows(self.train_matrix_, self.user_bias_)
             self._targets = (rows, rows.T.tocsr())
+        assert self._targets is not None
         return self._targets
 
     def _query_rows(self, histories: sp.csr_matrix,

@@ -190,7 +190,8 @@ class SGDRatingModel(FactorModel):
         losses, val_rmse = [], []
         best, best_state, stale = np.inf, None, 0
         threads = numba.get_num_threads()
-        numba.set_num_threads(min(cfg.n_threads, numba.config.NUMBA_NUM_THREADS))
+        limit = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]
+        numba.set_num_threads(min(cfg.n_threads, limit))
         try:
             for _ in range(cfg.n_epochs):
                 losses.append(np.sqrt(epoch(scale) / max(n_train, 1)))

@@ -70,7 +70,7 @@ class PureSVD(FactorModel):
             raise ConfigError(f"centering={cfg.centering!r} needs explicit ratings (implicit "
                               f"events all equal their mean); use centering='none'")
         matrix = sp.csr_matrix(self.train_matrix_, dtype=np.float64)
-        self.item_bias_ = None
+        self.item_bias_ = None  # type: ignore[assignment]  # no biases unless centring
         if cfg.centering == "item":
             sums = np.bincount(matrix.indices, weights=matrix.data, minlength=n_items)
             counts = np.bincount(matrix.indices, minlength=n_items)
