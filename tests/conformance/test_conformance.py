@@ -187,3 +187,21 @@ def test_accuracy_floor(fitted, data):
     hits = recs.merge(held_out[["user", "item"]], on=["user", "item"])
     hit_rate = hits["user"].nunique() / len(held_out)
     assert hit_rate >= spec.hit_rate_floor, f"{spec.id}: hit rate {hit_rate:.3f}"
+
+
+def test_explanations_name_real_sources(fitted, data):
+    _, model = fitted
+    train = data[0]
+    user = train.user_index.ids[0]
+    item = model.recommend([user], k=1)["item"].iloc[0]
+    try:
+        why = model.explain(item, user=user, n=3)
+    except NotSupportedError:
+        return
+    assert list(why.columns) == ["source", "id", "contribution"] and len(why) <= 3
+    assert set(why["source"]) <= {"item", "user", "feature"}
+    assert np.all(np.isfinite(why["contribution"]))
+    if (why["source"] == "item").all():
+        assert set(why["id"]) <= set(train.item_index.ids)
+    new = model.explain(item, history={"visitor": list(train.item_index.ids[:4])}, n=2)
+    assert len(new) <= 2
