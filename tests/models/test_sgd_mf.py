@@ -149,3 +149,25 @@ def test_needs_explicit_ratings_and_enough_for_validation():
 def test_implicit_sums_of_empty_rows_are_zero():
     hist = sp.csr_matrix((2, 4), dtype=np.float32)
     assert np.all(implicit_sums(hist, np.ones((4, 3), np.float32)) == 0)
+
+
+def test_stratified_parallel_epochs_are_deterministic_and_cover_every_rating(synthetic):
+    from recoforge.models.sgd_mf import stratify
+
+    train, _ = synthetic
+    inter = train.interactions
+    rng = np.random.default_rng(0)
+    users, items, ratings, bounds = stratify(inter.users, inter.items, inter.values,
+                                             train.n_users, train.n_items, 3, rng)
+    assert bounds[0] == 0 and bounds[-1] == len(inter) and len(bounds) == 10
+    assert sorted(zip(users, items)) == sorted(zip(inter.users, inter.items))
+    for s in range(9):  # each stratum holds one user block x one item block
+        seg = slice(bounds[s], bounds[s + 1])
+        if bounds[s + 1] > bounds[s]:
+            other_users = np.setdiff1d(np.arange(len(users)), np.arange(len(users))[seg])
+            assert not set(users[seg]) & set(users[other_users][
+                (np.searchsorted(bounds, other_users, side="right") - 1) // 3 != s // 3])
+    params = {**FAST["sgd_mf"], "n_threads": 2, "seed": 5}
+    a = rf.create("sgd_mf", **params).fit(train)
+    b = rf.create("sgd_mf", **params).fit(train)
+    np.testing.assert_array_equal(a.item_factors_, b.item_factors_)

@@ -10,10 +10,13 @@ with one step per rating: b_u += lr_bias (e - reg_bias b_u), p_u += lr_factors
 Volinsky 2009). Fit O(epochs * nnz * d) time, O((n_users + n_items) d) memory.
 
 Threads. ``n_threads=1`` (default) runs one compiled loop over the shuffled ratings: the
-result depends only on the data and the seed. ``n_threads > 1`` splits each epoch's
-shuffled order into that many chunks processed at once without locks (Hogwild!, Recht et
-al. 2011); concurrent updates of the same factor rows may interleave, so results vary
-slightly from run to run (accuracy is unaffected in expectation).
+result depends only on the data and the seed. With ``n_threads = T > 1`` FunkSVD uses
+stratified SGD (DSGD, Gemulla et al. 2011): users and items are dealt at random into T
+blocks each, and an epoch is T sub-epochs in each of which the T strata (user block b,
+item block b + shift mod T) share no user and no item, so T threads update disjoint
+factor rows without locks and the result is still deterministic under the seed. Each
+stratum is reshuffled every epoch. (SVD++ uses lock-free Hogwild! epochs instead, see
+its module.)
 
 New users are folded in against the fixed item factors (see :mod:`._factors`) with the
 same per-rating regularisation; predictions are clipped to the training rating range.
@@ -76,18 +79,44 @@ def _sgd_epoch(users, items, ratings, mu, user_bias, item_bias, user_f, item_f, 
 
 
 @numba.njit(cache=True, fastmath=True, parallel=True)
-def _sgd_epoch_hogwild(users, items, ratings, n_chunks, mu, user_bias, item_bias, user_f,
-                       item_f, lr_b, lr_f, reg_b, reg_f):  # pragma: no cover - numba
-    """The same pass split into ``n_chunks`` contiguous chunks run at once without locks."""
-    n = ratings.shape[0]
-    partial = np.zeros(n_chunks)
-    for c in numba.prange(n_chunks):
-        total = 0.0
-        for r in range(c * n // n_chunks, (c + 1) * n // n_chunks):
-            total += _step(users[r], items[r], ratings[r], mu, user_bias, item_bias, user_f,
-                           item_f, lr_b, lr_f, reg_b, reg_f)
-        partial[c] = total
-    return partial.sum()
+def _sgd_epoch_strata(users, items, ratings, bounds, n_blocks, mu, user_bias, item_bias,
+                      user_f, item_f, lr_b, lr_f, reg_b, reg_f):  # pragma: no cover - numba
+    """One DSGD epoch: ratings grouped by stratum (user block * n_blocks + item block)."""
+    total = 0.0
+    for shift in range(n_blocks):
+        partial = np.zeros(n_blocks)
+        for block in numba.prange(n_blocks):  # disjoint users and items: no conflicts
+            stratum = block * n_blocks + (block + shift) % n_blocks
+            acc = 0.0
+            for r in range(bounds[stratum], bounds[stratum + 1]):
+                acc += _step(users[r], items[r], ratings[r], mu, user_bias, item_bias,
+                             user_f, item_f, lr_b, lr_f, reg_b, reg_f)
+            partial[block] = acc
+        total += partial.sum()
+    return total
+
+
+@numba.njit(cache=True, parallel=True)
+def _shuffle_strata(users, items, ratings, bounds, seed):  # pragma: no cover - numba
+    """Shuffle each stratum's segment independently (seeded per segment)."""
+    for s in numba.prange(bounds.shape[0] - 1):
+        lo, hi = bounds[s], bounds[s + 1]
+        shuffle_in_place(users[lo:hi], items[lo:hi], ratings[lo:hi], seed + s)
+
+
+def stratify(users: np.ndarray, items: np.ndarray, ratings: np.ndarray, n_users: int,
+             n_items: int, n_blocks: int, rng: np.random.Generator):
+    """Ratings grouped into n_blocks^2 strata by random user and item blocks.
+
+    Returns (users, items, ratings, bounds) with stratum s in rows bounds[s]:bounds[s+1].
+    """
+    user_block = rng.permutation(n_users) % n_blocks
+    item_block = rng.permutation(n_items) % n_blocks
+    stratum = user_block[users] * n_blocks + item_block[items]
+    order = np.argsort(stratum, kind="stable")
+    counts = np.bincount(stratum, minlength=n_blocks * n_blocks)
+    bounds = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return users[order].copy(), items[order].copy(), ratings[order].copy(), bounds
 
 
 @numba.njit(cache=True)
@@ -297,7 +326,8 @@ class SGDMatrixFactorization(SGDRatingModel):
         Early stopping: hold out this share of the ratings, stop after ``patience`` epochs
         without a lower validation RMSE and keep the best epoch's parameters.
     n_threads : int
-        1 (default): deterministic. More: lock-free parallel epochs (see module docs).
+        1 (default): one sequential loop. More: stratified parallel epochs (DSGD, see the
+        module docs); deterministic under the seed either way.
     seed : int, optional
 
     Attributes
@@ -318,16 +348,23 @@ class SGDMatrixFactorization(SGDRatingModel):
 
     def _epoch_fn(self, users, items, ratings, rng) -> EpochFn:
         cfg = self.config
-        shuffled = (users.copy(), items.copy(), ratings.copy())
+        blocks = cfg.n_threads
+        if blocks > 1:
+            *grouped, bounds = stratify(users, items, ratings, len(self._user_f),
+                                        len(self._item_f), blocks, rng)
+        else:
+            grouped = [users.copy(), items.copy(), ratings.copy()]
 
         def epoch(scale: float) -> float:
-            shuffle_in_place(*shuffled, rng.integers(0, 2**63))
+            seed = rng.integers(0, 2**62)
             common = (np.float32(self._mu), self._user_bias, self._item_bias, self._user_f,
                       self._item_f, *_float32(cfg.lr_bias * scale, cfg.lr_factors * scale,
                                               cfg.reg_bias, cfg.reg_factors))
-            if cfg.n_threads == 1:
-                return _sgd_epoch(*shuffled, *common)
-            return _sgd_epoch_hogwild(*shuffled, cfg.n_threads, *common)
+            if blocks == 1:
+                shuffle_in_place(*grouped, seed)
+                return _sgd_epoch(*grouped, *common)
+            _shuffle_strata(*grouped, bounds, seed)
+            return _sgd_epoch_strata(*grouped, bounds, blocks, *common)
 
         return epoch
 
