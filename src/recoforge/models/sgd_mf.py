@@ -349,11 +349,13 @@ class SGDMatrixFactorization(SGDRatingModel):
     def _epoch_fn(self, users, items, ratings, rng) -> EpochFn:
         cfg = self.config
         blocks = cfg.n_threads
+        bounds = np.zeros(1, np.int64)
         if blocks > 1:
-            *grouped, bounds = stratify(users, items, ratings, len(self._user_f),
-                                        len(self._item_f), blocks, rng)
+            u, i, r, bounds = stratify(users, items, ratings, len(self._user_f),
+                                       len(self._item_f), blocks, rng)
+            grouped = (u, i, r)
         else:
-            grouped = [users.copy(), items.copy(), ratings.copy()]
+            grouped = (users.copy(), items.copy(), ratings.copy())
 
         def epoch(scale: float) -> float:
             seed = rng.integers(0, 2**62)
