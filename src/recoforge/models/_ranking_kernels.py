@@ -116,7 +116,7 @@ def sample_negatives(users, positives, strategy, cdf, n_candidates, user_factors
 # ---------------------------------------------------------------- epoch kernels
 @numba.njit(cache=True, parallel=True, fastmath=True)
 def bpr_epoch(positives, pairs, user_factors, item_factors, lr, reg,
-               strategy, cdf, n_candidates, states):  # pragma: no cover - numba
+              strategy, cdf, n_candidates, states):  # pragma: no cover - numba
     """One BPR epoch (nnz triples); the last factor column is the item bias."""
     n_streams, nnz = states.shape[0], pairs.shape[0]
     d = user_factors.shape[1] - 1
@@ -175,7 +175,7 @@ def _logistic_step(pu, qj, label, lr, reg, d):  # pragma: no cover - numba
 
 @numba.njit(cache=True, parallel=True, fastmath=True)
 def logistic_epoch(positives, pairs, user_factors, item_factors, lr, reg,
-                    strategy, cdf, n_candidates, n_negatives, states):  # pragma: no cover
+                   strategy, cdf, n_candidates, n_negatives, states):  # pragma: no cover
     """One logistic-MF epoch: each sampled positive, then ``n_negatives`` negatives."""
     n_streams, nnz = states.shape[0], pairs.shape[0]
     d = user_factors.shape[1] - 2
@@ -215,7 +215,7 @@ def logistic_epoch(positives, pairs, user_factors, item_factors, lr, reg,
 
 @numba.njit(cache=True, parallel=True, fastmath=True)
 def warp_epoch(positives, pairs, user_factors, item_factors, lr, reg,
-                max_sampled, cdf, states):  # pragma: no cover - numba
+               max_sampled, cdf, states):  # pragma: no cover - numba
     """One WARP epoch; stats[1] counts positives with no violator in ``max_sampled`` draws."""
     n_streams, nnz = states.shape[0], pairs.shape[0]
     d, n_items = user_factors.shape[1] - 1, item_factors.shape[0]
@@ -261,7 +261,7 @@ def warp_epoch(positives, pairs, user_factors, item_factors, lr, reg,
 
 @numba.njit(cache=True, parallel=True, fastmath=True)
 def fold_in_kernel(indptr, indices, item_factors, loss, n_epochs, lr, reg, n_negatives,
-                    max_sampled, seed):  # pragma: no cover - numba
+                   max_sampled, seed):  # pragma: no cover - numba
     """Users' vectors from their history rows under the model's own loss, items fixed.
 
     ``loss``: 0 BPR, 1 logistic, 2 WARP. Each row starts at zero with its constant column
