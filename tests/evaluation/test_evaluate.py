@@ -385,15 +385,12 @@ def test_compare_rejects_bad_models(split):
 
 # ---------------------------------------------------------------------- MovieLens 100K
 @pytest.mark.datasets
-def test_ml100k_popularity_ndcg_matches_an_independent_implementation(shared_datasets):
+def test_ml100k_popularity_ndcg_matches_an_independent_implementation(ml100k_split):
     """Issue 2, criterion 2: per-user random 80/20, full ranking, NDCG@10 of popularity.
 
     (Throughput is measured in benchmarks/bench_evaluation.py, not here.)
     """
-    from recoforge.data.movielens import load_movielens
-
-    data = load_movielens("100k", shared_datasets / "ml-100k")
-    split = holdout_per_user(data, test_fraction=0.2, seed=0)
+    split = ml100k_split
     model = rf.create("popularity").fit(split.train)
     result = evaluate(model, split, k=10, metrics=["ndcg"])
     assert result.counts["evaluated_users"] == 943

@@ -146,12 +146,11 @@ def test_scoring_in_chunks_matches(books, monkeypatch):
 
 @pytest.mark.slow
 @pytest.mark.datasets
-def test_genres_and_titles_on_movielens_100k(shared_datasets):
-    from recoforge.data.movielens import load_movielens
+def test_genres_and_titles_on_movielens_100k(ml100k):
     from recoforge.data.split import holdout_per_user
     from recoforge.evaluation import evaluate
 
-    data = load_movielens("100k", shared_datasets / "ml-100k")
+    data = ml100k
     features = build_features(data.item_info, data.item_index, text=["title"],
                               multilabel={"genres": r"\|"})
     data = Dataset(data.interactions, item_features=features)

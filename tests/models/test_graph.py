@@ -147,17 +147,8 @@ def test_pagerank_batches_match_one_block(random_data, monkeypatch):
 
 @pytest.mark.slow
 @pytest.mark.datasets
-def test_walks_beat_popularity_on_movielens_100k(shared_datasets):
-    from recoforge.data.movielens import load_movielens
-    from recoforge.data.split import holdout_per_user
-    from recoforge.evaluation import evaluate
-
-    split = holdout_per_user(load_movielens("100k", shared_datasets / "ml-100k"), 0.2, seed=0)
-
-    def ndcg(name, **params):
-        model = rf.create(name, **params).fit(split.train)
-        return evaluate(model, split, k=[10], metrics=["ndcg"]).summary["ndcg@10"]
-
+def test_walks_beat_popularity_on_movielens_100k(ml100k_ndcg):
+    ndcg = ml100k_ndcg
     popularity = ndcg("popularity")  # 0.224 when written
     assert ndcg("rp3beta", alpha=0.5, beta=0.5) > popularity + 0.1  # 0.384
     assert ndcg("p3alpha") > popularity + 0.07  # 0.342
