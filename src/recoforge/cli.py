@@ -216,6 +216,8 @@ def predict(
     out: Annotated[Path, typer.Option("--out", help="Output file.")],
     user_col: UserCol = "user", item_col: ItemCol = "item",
     unknown: Annotated[str, typer.Option(help="Unknown ids: error or nan.")] = "error",
+    time_col: Annotated[str | None, typer.Option(
+        help="Column with the time of each pair (for time-aware models).")] = None,
 ) -> None:
     """Predict ratings for (user, item) pairs."""
     from recoforge.data.loaders import read_table
@@ -223,12 +225,13 @@ def predict(
 
     fitted = load_model(str(model))
     table = read_table(pairs)
-    missing = [c for c in (user_col, item_col) if c not in table.columns]
+    missing = [c for c in (user_col, item_col, time_col) if c and c not in table.columns]
     if missing:
         raise DataError(f"{pairs.name}: missing column(s) {missing}; "
                         f"available: {list(table.columns)}")
-    scores = fitted.predict(table[user_col], table[item_col],
-                            unknown=unknown)  # type: ignore[arg-type]
+    times = table[time_col] if time_col else None
+    scores = fitted.predict(table[user_col], table[item_col], unknown=unknown,  # type: ignore[arg-type]
+                            times=times)
     write_atomic(pd.DataFrame({"user": table[user_col], "item": table[item_col],
                                "prediction": scores}), out)
     console.print(f"{len(table):,} predictions -> {out}")

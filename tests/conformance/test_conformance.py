@@ -169,6 +169,15 @@ def test_predict_and_similar_items(fitted, data):
         pred = model.predict(users, items)
         assert pred.shape == (4,) and np.all(np.isfinite(pred))
         assert np.isnan(model.predict(["stranger"], items[:1], unknown="nan")[0])
+        stamps = np.full(4, 1_700_000_000)
+        timed = model.predict(users, items, times=stamps)
+        assert timed.shape == (4,) and np.all(np.isfinite(timed))
+        if not model.uses_time:  # time-agnostic models ignore the times
+            np.testing.assert_array_equal(timed, pred)
+        with pytest.raises(DataError, match="times"):
+            model.predict(users, items, times=stamps[:3])
+        with pytest.raises(DataError, match="timestamp"):
+            model.predict(users, items, times=[1.0, np.nan, 2.0, 3.0])
     else:
         with pytest.raises(NotSupportedError):
             model.predict(users, items)

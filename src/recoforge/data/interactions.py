@@ -31,7 +31,7 @@ def _where(source: str, row: int, first_line: int | None) -> str:
     return f"{source}, row {row}"
 
 
-def _to_epoch_seconds(col: pd.Series, source: str, first_line: int | None) -> np.ndarray:
+def to_epoch_seconds(col: pd.Series, source: str, first_line: int | None) -> np.ndarray:
     """Timestamps (numbers, datetimes or ISO strings) as int64 seconds since the epoch."""
     missing = col.isna().to_numpy()
     if missing.any():
@@ -190,7 +190,7 @@ class Interactions:
         i = item_index.to_index(frame[item_col], unknown=unknown)
         table = pd.DataFrame({"u": u, "i": i, "v": values})
         if timestamp_col:
-            table["t"] = _to_epoch_seconds(frame[timestamp_col], source, first_line)
+            table["t"] = to_epoch_seconds(frame[timestamp_col], source, first_line)
         table = table[(table["u"] >= 0) & (table["i"] >= 0)]
         table = _resolve_duplicates(table, duplicates, source, first_line)
         table = table.sort_values(["u", "i"], kind="stable")

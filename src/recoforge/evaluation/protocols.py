@@ -362,7 +362,7 @@ def rating_metrics(model: Recommender, split: Split, metrics: list[str],
                     counts: dict[str, int]) -> dict[str, float]:
     test = split.test
     predicted = model.predict(test.user_index.ids[test.users], test.item_index.ids[test.items],
-                              unknown="nan")
+                              unknown="nan", times=test.timestamps)
     ok = np.isfinite(predicted)
     counts["rated_pairs"] = int(ok.sum())
     counts["unpredictable_pairs"] = int((~ok).sum())

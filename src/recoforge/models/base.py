@@ -28,7 +28,7 @@ import scipy.sparse as sp
 
 from recoforge.data.dataset import Dataset, as_dataset
 from recoforge.data.ids import IdIndex
-from recoforge.data.interactions import Interactions
+from recoforge.data.interactions import Interactions, to_epoch_seconds
 from recoforge.errors import (
     ConfigError,
     DataError,
@@ -75,6 +75,8 @@ class Recommender:
     fit_seconds_: float
     #: whether ``_predict`` gives ratings (explicit-feedback models)
     predicts_ratings: ClassVar[bool] = False
+    #: whether predictions depend on the time of the rating (see :meth:`predict`)
+    uses_time: ClassVar[bool] = False
 
     def __init__(self, **params: Any) -> None:
         unknown = set(params) - set(self.Config.field_names())
@@ -333,25 +335,40 @@ class Recommender:
 
     # ------------------------------------------------------------------ other queries
     def predict(self, users: Iterable[Any], items: Iterable[Any],
-                unknown: Literal["error", "nan"] = "error") -> np.ndarray:
-        """Predicted ratings for (user, item) pairs; NaN for unknown ids with ``"nan"``."""
+                unknown: Literal["error", "nan"] = "error",
+                times: Iterable[Any] | None = None) -> np.ndarray:
+        """Predicted ratings for (user, item) pairs; NaN for unknown ids with ``"nan"``.
+
+        ``times`` (epoch seconds, one per pair) matter only to models with
+        ``uses_time = True`` (timeSVD++); the others ignore them. Without them a time-aware
+        model predicts as of the end of its training period.
+        """
         self._check_fitted()
         if not self.predicts_ratings:
             raise NotSupportedError(f"{type(self).__name__} does not predict ratings")
         users, items = _as_list(users), _as_list(items)
         if len(users) != len(items):
             raise DataError(f"predict got {len(users)} users but {len(items)} items")
+        when = None if times is None else _as_times(times, len(users))
         policy = _id_policy("ignore" if unknown == "nan" else "error")
         u = self.user_index_.to_index(users, unknown=policy)
         i = self.item_index_.to_index(items, unknown=policy)
         out = np.full(len(users), np.nan, dtype=np.float64)
         ok = (u >= 0) & (i >= 0)
         if ok.any():
-            out[ok] = self._predict(u[ok], i[ok])
+            if self.uses_time:
+                out[ok] = self._predict_at(u[ok], i[ok], None if when is None else when[ok])
+            else:
+                out[ok] = self._predict(u[ok], i[ok])
         return out
 
     def _predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         raise NotSupportedError(f"{type(self).__name__} does not predict ratings")
+
+    def _predict_at(self, users: np.ndarray, items: np.ndarray,
+                    times: np.ndarray | None) -> np.ndarray:
+        """Time-aware predictions (models with ``uses_time``); ``times`` int64 seconds."""
+        return self._predict(users, items)
 
     def similar_items(self, items: Iterable[Any], k: int = 10) -> pd.DataFrame:
         """The ``k`` items most similar to each given item (item, similar_item, score, rank)."""
@@ -432,6 +449,14 @@ def _as_list(values: Iterable[Any]) -> list[Any]:
     if isinstance(values, (pd.Series, pd.Index, np.ndarray)):
         return list(values.tolist())
     return list(values)
+
+
+def _as_times(times: Iterable[Any], n: int) -> np.ndarray:
+    """Prediction times (numbers, datetimes or ISO strings) as int64 epoch seconds."""
+    column = pd.Series(_as_list(times))
+    if len(column) != n:
+        raise DataError(f"predict got {n} pairs but {len(column)} times")
+    return to_epoch_seconds(column, "times", None)
 
 
 def _id_policy(unknown_items: str) -> Literal["error", "ignore"]:
