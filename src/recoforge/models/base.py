@@ -341,7 +341,7 @@ class Recommender:
 
         ``times`` (epoch seconds, one per pair) matter only to models with
         ``uses_time = True`` (timeSVD++); the others ignore them. Without them a time-aware
-        model predicts as of the end of its training period.
+        model predicts as of each user's latest training rating.
         """
         self._check_fitted()
         if not self.predicts_ratings:
