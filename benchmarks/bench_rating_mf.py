@@ -69,6 +69,12 @@ GRIDS: dict[str, list[dict]] = {
                                                      (0.04, 0.06))],
     "bpmf": [{"n_factors": f, "n_samples": s, "burn_in": 20, "seed": 0}
              for f, s in itertools.product((16, 32), (80,))],
+    # svdpp's grid, times two strengths of the day terms (bench_time_mf.py, ML-100K)
+    "timesvdpp": [{"n_factors": f, "n_epochs": e, "lr_factors": lr, "lr_bias": lr,
+                   "lr_implicit": lr, "reg_factors": reg, "reg_implicit": reg,
+                   "reg_day": reg_day, "seed": 0}
+                  for f, e, lr, reg, reg_day in itertools.product((50, 100), (40,), (0.005,),
+                                                                  (0.04, 0.06), (0.05, 0.2))],
 }
 PEER_GRID = [{"n_factors": f, "n_epochs": e, "lr_all": lr, "reg_all": reg}
              for f, e, lr, reg in itertools.product((50, 100, 200), (20, 40), (0.005, 0.01),
@@ -95,9 +101,12 @@ def scores(predicted: np.ndarray, actual: np.ndarray) -> tuple[float, float]:
 
 
 # ---------------------------------------------------------------------- recoforge
-def predict_all(model, users, items) -> tuple[np.ndarray, int]:
-    """Predictions for every pair; unknown users/items get mu + b_i (or mu), as Surprise."""
-    pred = model.predict(users, items, unknown="nan")
+def predict_all(model, users, items, times=None) -> tuple[np.ndarray, int]:
+    """Predictions for every pair; unknown users/items get mu + b_i (or mu), as Surprise.
+
+    ``times`` (epoch seconds of the pairs) reach time-aware models (timesvdpp) only.
+    """
+    pred = model.predict(users, items, unknown="nan", times=times)
     missing = ~np.isfinite(pred)
     if missing.any():
         item_idx = model.item_index_.to_index(list(items[missing]), unknown="ignore")
@@ -113,7 +122,8 @@ def run_ours(name: str, params: dict, train: Dataset, test) -> dict:
     start = time.perf_counter()
     model.fit(train)
     seconds = time.perf_counter() - start
-    pred, n_missing = predict_all(model, *pairs(test)[:2])
+    times = test.timestamps if model.uses_time else None
+    pred, n_missing = predict_all(model, *pairs(test)[:2], times)
     rmse, mae = scores(pred, pairs(test)[2])
     return {"fit_s": seconds, "rmse": rmse, "mae": mae, "fallback_pairs": n_missing}
 

@@ -196,13 +196,17 @@ class SGDRatingModel(FactorModel):
         ratings = np.asarray(inter.values, dtype=np.float32)
         if not np.all(np.isfinite(ratings)):
             raise ConfigError("ratings must be finite numbers")
+        extra = self._row_arrays(data)
         rng = self._rng()
         train, valid = _split_validation(len(ratings), cfg.validation_fraction, rng)
         self.rating_min_ = float(ratings.min())
         self.rating_max_ = float(ratings.max())
-        self._init_state(data, users[train], items[train], ratings[train], rng)
-        epoch = self._epoch_fn(users[train], items[train], ratings[train], rng)
-        self._run_epochs(epoch, len(train), (users[valid], items[valid], ratings[valid]))
+        self._init_state(data, users[train], items[train], ratings[train], rng,
+                         *(a[train] for a in extra))
+        epoch = self._epoch_fn(users[train], items[train], ratings[train], rng,
+                               *(a[train] for a in extra))
+        self._run_epochs(epoch, len(train), (users[valid], items[valid], ratings[valid],
+                                             *(a[valid] for a in extra)))
         self._zero_untrained(users[train], items[train])
         self._finish()
 
@@ -211,8 +215,7 @@ class SGDRatingModel(FactorModel):
         self._user_f[np.bincount(users, minlength=len(self._user_f)) == 0] = 0.0
         self._item_f[np.bincount(items, minlength=len(self._item_f)) == 0] = 0.0
 
-    def _run_epochs(self, epoch: EpochFn, n_train: int,
-                    valid: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+    def _run_epochs(self, epoch: EpochFn, n_train: int, valid: tuple[np.ndarray, ...]) -> None:
         """Run epochs with decaying learning rates; early-stop on the validation RMSE."""
         cfg = self.config
         scale = 1.0
@@ -270,6 +273,15 @@ class SGDRatingModel(FactorModel):
             delattr(self, name)
 
     # ----------------------------------------------------------------- hooks
+    def _row_arrays(self, data: Dataset) -> tuple[np.ndarray, ...]:
+        """Extra per-rating arrays (e.g. timestamps), none by default.
+
+        Each is split like the ratings and its training / validation part is appended to
+        the arguments of :meth:`_init_state` and :meth:`_epoch_fn` (after ``rng``) and of
+        :meth:`_sse` (after ``ratings``).
+        """
+        return ()
+
     def _init_state(self, data, users, items, ratings, rng) -> None:  # pragma: no cover
         raise NotImplementedError
 
