@@ -49,6 +49,24 @@ def test_dropout_is_edlae(data):
     np.testing.assert_allclose(model.fit(dataset).weights_, expected, atol=1e-6)
 
 
+def test_normalisation_matches_numpy(data):
+    """Z = D_U^(-beta/2) X D_I^(-alpha); W = D_I^(-alpha) B D_I^(gamma) (module docs)."""
+    dataset, dense = data
+    beta, alpha, gamma = 0.5, 0.25, 0.1
+    model = rf.create("ease", regularization=2.0, user_norm=beta, item_norm=alpha,
+                      popularity_exponent=gamma, precision="float64").fit(dataset)
+    x = (dense > 0).astype(float)
+    n_u = np.maximum(x.sum(1), 1)
+    pop = np.maximum(x.sum(0), 1)
+    z = x / n_u[:, None] ** (beta / 2) / pop[None, :] ** alpha
+    expected = steck_closed_form(z, 2.0) / pop[:, None] ** alpha * pop[None, :] ** gamma
+    np.testing.assert_allclose(model.weights_, expected, atol=1e-6 * np.abs(expected).max())
+    plain = rf.create("ease", regularization=2.0, precision="float64").fit(dataset)
+    assert not np.allclose(plain.weights_, model.weights_)
+    recs = model.recommend(history={"q": [int(i) for i in np.flatnonzero(dense[2])]}, k=3)
+    assert recs["item"].tolist() == model.recommend([2], k=3)["item"].tolist()
+
+
 def test_history_scoring_and_explanation(data):
     dataset, dense = data
     model = rf.create("ease", regularization=5.0).fit(dataset)
@@ -108,7 +126,9 @@ def test_guard_runs_before_allocation(monkeypatch):
 @pytest.mark.parametrize("bad", [{"regularization": 0.0}, {"regularization": -5.0},
                                  {"precision": "float16"}, {"max_memory_gb": 0.0},
                                  {"n_threads": -2}, {"binary": "yes"}, {"dropout": 1.0},
-                                 {"dropout": -0.1}])
+                                 {"dropout": -0.1}, {"user_norm": -0.5}, {"user_norm": 3.0},
+                                 {"item_norm": 1.5}, {"popularity_exponent": 2.0},
+                                 {"item_norm": float("nan")}])
 def test_bad_params(bad):
     with pytest.raises(ConfigError):
         rf.create("ease", **bad)
