@@ -62,6 +62,11 @@ FACTOR_GRID = (32, 64, 128, 192)
 #: our EASE also tries its EDLAE option (dropout), which LensKit's EASE lacks
 EDLAE_GRID = [{"regularization": lam, "dropout": p} for lam in (20.0, 100.0, 300.0)
               for p in (0.1, 0.25, 0.4)]
+#: ... and its normalised form (user_norm, item_norm, popularity_exponent; DAN-style), on
+#: whose smaller Gram matrix lambda is in single digits
+NORM_GRID = [{"regularization": lam, "user_norm": 0.5, "item_norm": a, "popularity_exponent": g}
+             for a in (0.15, 0.25) for lam in (2.0, 4.0, 6.0, 9.0, 13.0, 20.0)
+             for g in (0.0, 0.1)]
 SVD_GRID = (10, 20, 50, 100, 200)
 SEEDS = (0, 1, 2)
 
@@ -211,7 +216,8 @@ def tune_all(split, log) -> dict[str, tuple[dict, float]]:
     valid = holdout_per_user(split.train, 0.2, seed=1)
     started = time.perf_counter()
     out: dict[str, tuple[dict, float]] = {}
-    out["ease"] = best_of([{"regularization": lam} for lam in EASE_GRID] + EDLAE_GRID,
+    out["ease"] = best_of([{"regularization": lam} for lam in EASE_GRID] + EDLAE_GRID
+                          + NORM_GRID,
                           lambda p: ndcg(rf.create("ease", **p).fit(valid.train), valid))
     out["lenskit_ease"] = best_of(
         [{"regularization": lam} for lam in EASE_GRID],
