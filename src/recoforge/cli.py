@@ -216,8 +216,8 @@ def predict(
     out: Annotated[Path, typer.Option("--out", help="Output file.")],
     user_col: UserCol = "user", item_col: ItemCol = "item",
     unknown: Annotated[str, typer.Option(help="Unknown ids: error or nan.")] = "error",
-    time_col: Annotated[str | None, typer.Option(
-        help="Column with the time of each pair (for time-aware models).")] = None,
+    timestamp_col: Annotated[str | None, typer.Option(
+        help="Column with the time of each pair (used by time-aware models).")] = None,
 ) -> None:
     """Predict ratings for (user, item) pairs."""
     from recoforge.data.loaders import read_table
@@ -225,11 +225,11 @@ def predict(
 
     fitted = load_model(str(model))
     table = read_table(pairs)
-    missing = [c for c in (user_col, item_col, time_col) if c and c not in table.columns]
+    missing = [c for c in (user_col, item_col, timestamp_col) if c and c not in table.columns]
     if missing:
         raise DataError(f"{pairs.name}: missing column(s) {missing}; "
                         f"available: {list(table.columns)}")
-    times = table[time_col] if time_col else None
+    times = table[timestamp_col] if timestamp_col else None
     scores = fitted.predict(table[user_col], table[item_col], unknown=unknown,  # type: ignore[arg-type]
                             times=times)
     write_atomic(pd.DataFrame({"user": table[user_col], "item": table[item_col],

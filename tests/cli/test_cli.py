@@ -91,6 +91,32 @@ def test_fit_recommend_predict_round_trip(workdir: Path):
     assert np.isfinite(pd.read_csv(workdir / "pred.csv")["prediction"]).all()
 
 
+def test_predict_at_times_with_a_time_aware_model(tmp_path: Path):
+    rng = np.random.default_rng(3)
+    rows = {(f"u{u}", f"i{i}") for u in range(30) for i in rng.choice(25, 10)}
+    frame = pd.DataFrame(sorted(rows), columns=["user", "item"])
+    frame["rating"] = rng.integers(1, 6, len(frame)).astype(float)
+    frame["when"] = 1_600_000_000 + rng.integers(0, 400, len(frame)) * 86_400
+    frame.to_csv(tmp_path / "ratings.csv", index=False)
+    fit = run("fit", "--data", "ratings.csv", "--rating-col", "rating", "--timestamp-col",
+              "when", "--model", "timesvdpp", "--param", "seed=0", "--out", "model",
+              cwd=tmp_path)
+    assert fit.returncode == 0, fit.stderr
+    first = frame.iloc[:6]
+    pairs = pd.concat([first.assign(when=frame["when"].min()),
+                       first.assign(when=frame["when"].max())])
+    pairs.to_csv(tmp_path / "pairs.csv", index=False)
+    pred = run("predict", "--model", "model", "--pairs", "pairs.csv", "--timestamp-col",
+               "when", "--out", "pred.csv", cwd=tmp_path)
+    assert pred.returncode == 0, pred.stderr
+    values = pd.read_csv(tmp_path / "pred.csv")["prediction"].to_numpy()
+    assert np.isfinite(values).all() and not np.allclose(values[:6], values[6:])
+    missing = run("predict", "--model", "model", "--pairs", "pairs.csv", "--timestamp-col",
+                  "nope", "--out", "bad.csv", cwd=tmp_path)
+    assert missing.returncode == 2 and "nope" in missing.stderr
+    assert not (tmp_path / "bad.csv").exists()
+
+
 @pytest.mark.parametrize("content,args,message", [
     ("uid,iid,stars\nu1,i1,4\nu2,i2\n", (), "ratings.csv"),
     ("uid,iid,stars\nu1,i1,4\nu2,i2,five\n", (), "line 3"),
