@@ -112,6 +112,8 @@ def test_items_without_training_ratings_get_zero_factors():
     assert np.all(model.item_factors_[1] == 0)
     pred = model.predict([0, 1], [0, 1])
     assert np.all((pred >= 4.0) & (pred <= 5.0))  # clipped to the training range
+    svdpp = rf.create("svdpp", n_factors=4, n_epochs=3, seed=0).fit(data)
+    assert np.all(svdpp.implicit_factors_[1] == 0) and np.any(svdpp.implicit_factors_[0])
 
 
 def test_shuffle_in_place_is_a_seeded_permutation():

@@ -162,6 +162,11 @@ class SVDpp(SGDRatingModel):
     def _state_names(self) -> tuple[str, ...]:
         return (*super()._state_names(), "_implicit_f")
 
+    def _zero_untrained(self, users: np.ndarray, items: np.ndarray) -> None:
+        """Also the y_j of items without a training rating (no noise in new users' z)."""
+        super()._zero_untrained(users, items)
+        self._implicit_f[np.bincount(items, minlength=len(self._implicit_f)) == 0] = 0.0
+
     def _epoch_fn(self, users, items, ratings, rng) -> EpochFn:
         cfg = self.config
         rated = self._rated

@@ -305,10 +305,6 @@ class TimeSVDpp(SVDpp):
         return (*super()._state_names(), "_day_bias", "_day_scale", "_drift", "_scale",
                 "_bin_bias", "_drift_f")
 
-    def _zero_untrained(self, users: np.ndarray, items: np.ndarray) -> None:
-        super()._zero_untrained(users, items)
-        self._implicit_f[np.bincount(items, minlength=len(self._implicit_f)) == 0] = 0.0
-
     def _epoch_fn(self, users, items, ratings, rng, times=None) -> EpochFn:
         cfg = self.config
         rated = self._rated
