@@ -41,6 +41,32 @@ from recoforge.models.sgd_mf import (
 
 # ---------------------------------------------------------------------- kernels
 @numba.njit(cache=True, fastmath=True, inline="always")
+def user_implicit_sum(start, stop, indices, implicit_f, z):  # pragma: no cover - numba
+    """z = |N(u)|^-1/2 sum_j y_j over the items indices[start:stop]; returns the norm."""
+    norm = np.float32(1.0 / np.sqrt(stop - start))
+    z[:] = 0.0
+    for k in range(start, stop):
+        y = implicit_f[indices[k]]
+        for f in range(z.shape[0]):
+            z[f] += y[f]
+    for f in range(z.shape[0]):
+        z[f] *= norm
+    return norm
+
+
+@numba.njit(cache=True, fastmath=True, inline="always")
+def apply_implicit_gradient(start, stop, indices, implicit_f, grad, lr_y, reg_y,
+                            norm):  # pragma: no cover - numba
+    """The batched y_j update of a user pass (module docs), for the items of N(u)."""
+    decay = np.float32((1.0 - lr_y * reg_y) ** (stop - start))
+    step = lr_y * norm
+    for k in range(start, stop):
+        y = implicit_f[indices[k]]
+        for f in range(grad.shape[0]):
+            y[f] = decay * y[f] + step * grad[f]
+
+
+@numba.njit(cache=True, fastmath=True, inline="always")
 def _user_pass(u, indptr, indices, ratings, mu, user_bias, item_bias, user_f, item_f,
                implicit_f, z, grad, lr_b, lr_f, lr_y, reg_b, reg_f, reg_y
                ):  # pragma: no cover - numba
@@ -50,15 +76,8 @@ def _user_pass(u, indptr, indices, ratings, mu, user_bias, item_bias, user_f, it
     if n == 0:
         return 0.0
     d = z.shape[0]
-    norm = np.float32(1.0 / np.sqrt(n))
-    z[:] = 0.0
+    norm = user_implicit_sum(start, stop, indices, implicit_f, z)
     grad[:] = 0.0
-    for k in range(start, stop):
-        y = implicit_f[indices[k]]
-        for f in range(d):
-            z[f] += y[f]
-    for f in range(d):
-        z[f] *= norm
     p = user_f[u]
     total = 0.0
     for k in range(start, stop):
@@ -77,12 +96,7 @@ def _user_pass(u, indptr, indices, ratings, mu, user_bias, item_bias, user_f, it
             q[f] = qf + lr_f * (err * (pf + z[f]) - reg_f * qf)
             grad[f] += err * qf
         total += err * err
-    decay = np.float32((1.0 - lr_y * reg_y) ** n)
-    step = lr_y * norm
-    for k in range(start, stop):
-        y = implicit_f[indices[k]]
-        for f in range(d):
-            y[f] = decay * y[f] + step * grad[f]
+    apply_implicit_gradient(start, stop, indices, implicit_f, grad, lr_y, reg_y, norm)
     return total
 
 

@@ -43,7 +43,12 @@ from recoforge.errors import ConfigError
 from recoforge.models.params import param
 from recoforge.models.registry import register
 from recoforge.models.sgd_mf import EpochFn
-from recoforge.models.svdpp import SVDpp, implicit_sums
+from recoforge.models.svdpp import (
+    SVDpp,
+    apply_implicit_gradient,
+    implicit_sums,
+    user_implicit_sum,
+)
 
 SECONDS_PER_DAY = 86_400
 # positions in the learning-rate and regularisation arrays handed to the kernels
@@ -62,15 +67,8 @@ def _time_user_pass(u, indptr, items, ratings, devs, bins, slots, mu, user_bias,
         return 0.0
     d = z.shape[0]
     has_drift = drift_f.shape[0] > 0
-    norm = np.float32(1.0 / np.sqrt(n))
-    z[:] = 0.0
+    norm = user_implicit_sum(start, stop, items, implicit_f, z)
     grad[:] = 0.0
-    for k in range(start, stop):
-        y = implicit_f[items[k]]
-        for f in range(d):
-            z[f] += y[f]
-    for f in range(d):
-        z[f] *= norm
     p = user_f[u]
     total = 0.0
     for k in range(start, stop):
@@ -109,12 +107,8 @@ def _time_user_pass(u, indptr, items, ratings, devs, bins, slots, mu, user_bias,
                 q[f] = qf + lr[FACTORS] * (err * (pf + z[f]) - reg[FACTORS] * qf)
                 grad[f] += err * qf
         total += err * err
-    decay = np.float32((1.0 - lr[IMPLICIT] * reg[IMPLICIT]) ** n)
-    step = lr[IMPLICIT] * norm
-    for k in range(start, stop):
-        y = implicit_f[items[k]]
-        for f in range(d):
-            y[f] = decay * y[f] + step * grad[f]
+    apply_implicit_gradient(start, stop, items, implicit_f, grad, lr[IMPLICIT], reg[IMPLICIT],
+                            norm)
     return total
 
 
