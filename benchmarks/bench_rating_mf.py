@@ -260,6 +260,16 @@ def machine() -> str:
             f"Python {platform.python_version()}")
 
 
+def write_report(sections: list[str], args: argparse.Namespace) -> None:
+    """Join the sections, write them to ``--out`` (unless ``--no-write``) and print them."""
+    report = "\n".join(sections)
+    if not args.no_write:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(report)
+    print(report)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", default="ml-100k,ml-1m")
@@ -315,12 +325,7 @@ def main() -> None:
             sections.append(f"## {name}: tuned on a validation split of train "
                             f"(holdout_global(train, 0.1, seed=1))\n\n{text}\n\n"
                             f"load average after: {os.getloadavg()[0]:.2f}\n")
-    report = "\n".join(sections)
-    if not args.no_write:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(report)
-    print(report)
+    write_report(sections, args)
 
 
 if __name__ == "__main__":

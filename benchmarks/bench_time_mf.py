@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from pathlib import Path
 
 from bench_rating_mf import (
     ROOT,
@@ -42,6 +41,7 @@ from bench_rating_mf import (
     surprise_trainset,
     table,
     tune,
+    write_report,
 )
 
 from recoforge.data.split import holdout_global
@@ -98,12 +98,7 @@ def main() -> None:
                         f"Grids: bench_rating_mf.py's GRIDS (timesvdpp: svdpp's grid x "
                         f"reg_day in (0.05, 0.2)) and PEER_GRID (Surprise SVD). "
                         f"Load average after: {os.getloadavg()[0]:.2f}\n")
-    report = "\n".join(sections)
-    if not args.no_write:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(report)
-    print(report)
+    write_report(sections, args)
 
 
 if __name__ == "__main__":
