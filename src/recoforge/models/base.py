@@ -7,8 +7,9 @@ A model subclasses :class:`Recommender`, declares its hyperparameters once in a 
 - ``_score(histories, users)``: float32 scores of shape (n_queries, n_items) from the
   queries' history rows (CSR, values = ratings or event weights) and, for known users,
   their indices (``users is None`` for new users given only a history);
-- optionally ``_predict(users, items)`` (rating models), ``item_vectors()`` (cosine
-  similar-items) or ``_similar(items)`` (item-to-item scores).
+- optionally ``_predict(users, items)`` (rating models; time-aware ones set
+  ``uses_time`` and override ``_predict_at(users, items, times)``), ``item_vectors()``
+  (cosine similar-items) or ``_similar(items)`` (item-to-item scores).
 
 Id mapping, batching with bounded memory, seen-item exclusion, candidate whitelists,
 top-k, DataFrames with external ids, unknown-user policy, fallback models, seeding,
@@ -356,10 +357,7 @@ class Recommender:
         out = np.full(len(users), np.nan, dtype=np.float64)
         ok = (u >= 0) & (i >= 0)
         if ok.any():
-            if self.uses_time:
-                out[ok] = self._predict_at(u[ok], i[ok], None if when is None else when[ok])
-            else:
-                out[ok] = self._predict(u[ok], i[ok])
+            out[ok] = self._predict_at(u[ok], i[ok], None if when is None else when[ok])
         return out
 
     def _predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
@@ -367,7 +365,8 @@ class Recommender:
 
     def _predict_at(self, users: np.ndarray, items: np.ndarray,
                     times: np.ndarray | None) -> np.ndarray:
-        """Time-aware predictions (models with ``uses_time``); ``times`` int64 seconds."""
+        """Predictions at ``times`` (int64 epoch seconds or None); models without
+        ``uses_time`` ignore them."""
         return self._predict(users, items)
 
     def similar_items(self, items: Iterable[Any], k: int = 10) -> pd.DataFrame:

@@ -160,7 +160,6 @@ class ShuffledOrders:
         self._copies = [tuple(a.copy() for a in arrays) for _ in range(2 if overlap else 1)]
         self._rng = rng
         self._turn = -1
-        self._ready = False
         self._worker: threading.Thread | None = None
 
     def _seed(self) -> int:
@@ -169,18 +168,17 @@ class ShuffledOrders:
     def take(self) -> tuple[np.ndarray, ...]:
         """This epoch's order; starts shuffling the other copy for the next epoch."""
         self.wait()
-        self._turn = (self._turn + 1) % len(self._copies)
-        current = self._copies[self._turn]
-        if not self._ready:  # first epoch, or no overlap
-            users, items, ratings = current
+        overlap = len(self._copies) > 1
+        if self._turn < 0 or not overlap:  # first epoch, or no helper thread
+            users, items, ratings = self._copies[0]
             shuffle_in_place(users, items, ratings, self._seed())
-        if len(self._copies) > 1:
+        self._turn = (self._turn + 1) % len(self._copies)
+        if overlap:
             other = self._copies[1 - self._turn]
             self._worker = threading.Thread(target=shuffle_in_place,
                                             args=(*other, self._seed()), daemon=True)
             self._worker.start()
-            self._ready = True
-        return current
+        return self._copies[self._turn]
 
     def wait(self) -> None:
         """Join the background shuffle, if one is running."""
