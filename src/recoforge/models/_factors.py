@@ -30,6 +30,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recoforge.models.base import Recommender
+from recoforge.models.query import Query
 
 _BLAS_ENV = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS")
 
@@ -76,6 +77,9 @@ def _warn_blas_threads() -> None:  # pragma: no cover - needs threadpoolctl abse
 
 class FactorModel(Recommender):
     """Base for matrix-factorisation models (not registered itself)."""
+
+    factorised = True
+    user_state = "fold_in"
 
     #: implicit models fold in confidence-weighted preferences instead of ratings
     implicit_fold_in: bool = False
@@ -159,17 +163,51 @@ class FactorModel(Recommender):
         return factors, biases
 
     # ----------------------------------------------------------------- contract
-    def _score(self, histories: sp.csr_matrix, users: np.ndarray | None) -> np.ndarray:
+    def _user_terms(self, query: Query) -> tuple[np.ndarray, np.ndarray | None]:
+        """(factors (n, d), biases (n,) or None) of the query rows: trained for stored
+        known users, folded in from the history otherwise."""
+        users = query.stored_users
         if users is not None:
-            user_factors = self.user_factors_[users]
-            user_bias = self.user_bias_[users] if self._has_biases() else None
-        else:
-            user_factors, folded_bias = self.fold_in(histories)
-            user_bias = folded_bias if self._has_biases() else None
+            bias = self.user_bias_[users] if self._has_biases() else None
+            return self.user_factors_[users], bias
+        factors, folded_bias = self.fold_in(query.history)
+        return factors, folded_bias if self._has_biases() else None
+
+    def _score(self, query: Query) -> np.ndarray:
+        user_factors, user_bias = self._user_terms(query)
         scores = user_factors @ self.item_factors_.T
         if user_bias is not None:
             scores += (self.global_bias_ + self.item_bias_)[None, :] + user_bias[:, None]
         return scores.astype(np.float32, copy=False)
+
+    def _score_candidates(self, query: Query, candidates: np.ndarray) -> np.ndarray:
+        """q . v over each row's candidates only: O(n c d), no n x n_items block."""
+        if not self.factorised:
+            return super()._score_candidates(query, candidates)
+        vectors = self.query_vectors(query)
+        items = self.item_vectors()[np.maximum(candidates, 0)]
+        return np.einsum("nd,ncd->nc", vectors, items).astype(np.float32, copy=False)
+
+    def query_vectors(self, query: Query) -> np.ndarray:
+        """q with q . v = score: [u, 1, mu + b_u] for biased models, else u (float32)."""
+        factors, bias = self._user_terms(query)
+        if bias is None:
+            return np.ascontiguousarray(factors, dtype=np.float32)
+        extra = np.column_stack([np.ones(len(bias)), self.global_bias_ + bias])
+        return np.hstack([factors, extra]).astype(np.float32)
+
+    def item_vectors(self) -> np.ndarray:
+        """v with q . v = score: [v_i, b_i, 1] for biased models, else v_i (float32)."""
+        if not self._has_biases():
+            return np.ascontiguousarray(self.item_factors_, dtype=np.float32)
+        extra = np.column_stack([self.item_bias_, np.ones(len(self.item_bias_))])
+        return np.hstack([self.item_factors_, extra]).astype(np.float32)
+
+    def _similar(self, items: np.ndarray) -> np.ndarray:
+        """Cosine of the latent item factors (biases left out)."""
+        unit = self.item_factors_ / np.maximum(
+            np.linalg.norm(self.item_factors_, axis=1, keepdims=True), 1e-12)
+        return (unit[items] @ unit.T).astype(np.float32)
 
     def _predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         dots = np.einsum("ij,ij->i", self.user_factors_[users], self.item_factors_[items])
@@ -177,15 +215,12 @@ class FactorModel(Recommender):
             dots = dots + self.global_bias_ + self.user_bias_[users] + self.item_bias_[items]
         return dots.astype(np.float64)
 
-    def item_vectors(self) -> np.ndarray:
-        return self.item_factors_
-
     def user_vectors(self) -> np.ndarray:
         return self.user_factors_
 
-    def _explain(self, histories: sp.csr_matrix, users: np.ndarray | None, item: int,
-                 n: int) -> tuple[str, np.ndarray, np.ndarray]:
+    def _explain(self, query: Query, item: int, n: int) -> tuple[str, np.ndarray, np.ndarray]:
         """Contribution of each history item j: w_j y_j v_i^T A^-1 v_j (fold-in view)."""
+        histories = query.history
         histories = sp.csr_matrix(histories)
         items, targets, weights, a = self._fold_in_system(histories, 0, self._gram())
         if len(items) == 0:

@@ -29,8 +29,9 @@ from numba import prange
 from recoforge.data.dataset import Dataset
 from recoforge.errors import ConfigError
 from recoforge.models._factors import FactorModel, compute_threads
-from recoforge.models.params import ModelConfig, param
+from recoforge.models.params import ModelConfig, param, seed_param
 from recoforge.models.registry import register
+from recoforge.resources import check_allocation, dense_bytes, guard_fit
 
 BLOCKS_PER_THREAD = 8
 
@@ -213,15 +214,16 @@ def _base_args(base: np.ndarray | None) -> tuple[np.ndarray, bool]:
 
 @dataclass(frozen=True)
 class _ALSConfig(ModelConfig):
-    n_factors: int = param(64, ge=1, doc="latent dimensions d")
-    regularization: float = param(0.1, gt=0.0, doc="ridge weight lambda")
-    iterations: int = param(15, ge=1, doc="alternating sweeps (users then items)")
+    n_factors: int = param(64, ge=1, le=4096, doc="latent dimensions d")
+    regularization: float = param(0.1, gt=0.0, le=1e9, doc="ridge weight lambda")
+    iterations: int = param(15, ge=1, le=10_000, doc="alternating sweeps (users then items)")
     solver: str = param("cg", choices=("cg", "cholesky"),
                         doc="per-row solver: warm-started conjugate gradient or exact Cholesky")
-    cg_steps: int = param(3, ge=1, doc="conjugate-gradient steps per row and half-iteration")
-    n_threads: int = param(0, ge=0, doc="threads of the parallel solves (0: all)")
+    cg_steps: int = param(3, ge=1, le=1000,
+                          doc="conjugate-gradient steps per row and half-iteration")
+    n_threads: int = param(0, ge=0, le=1024, doc="threads of the parallel solves (0: all)")
     track_loss: bool = param(False, doc="record the training objective per iteration")
-    seed: int | None = param(None, doc="seed of the factor initialisation")
+    seed: int | None = seed_param("seed of the factor initialisation")
 
 
 class _ALSBase(FactorModel):
@@ -250,11 +252,17 @@ class _ALSBase(FactorModel):
     def _split_solution(self, solved: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
 
+    @guard_fit
     def _fit(self, data: Dataset) -> None:
         cfg = self.config
         self._check_data(data)
         by_user = sp.csr_matrix(self.train_matrix_, dtype=np.float32)
         by_item = by_user.T.tocsr()
+        rows, d = sum(by_user.shape), cfg.n_factors + 1  # factors + float64 init + d x d
+        check_allocation(dense_bytes(rows, d, itemsize=12)
+                         + dense_bytes(numba.get_num_threads() + 1, d, d, itemsize=8),
+                         f"{self.name} with n_factors={cfg.n_factors} ({rows} users and items)",
+                         advice="lower n_factors")
         rng = self._rng()
         users, items = self._init_factors(by_user.shape, rng)
         losses, seconds = [], []
@@ -318,7 +326,7 @@ class ImplicitALS(_ALSBase):
 
     @dataclass(frozen=True)
     class Config(_ALSConfig):
-        alpha: float = param(40.0, ge=0.0, doc="confidence slope: c = 1 + alpha * r")
+        alpha: float = param(40.0, ge=0.0, le=1e6, doc="confidence slope: c = 1 + alpha * r")
 
     def _check_data(self, data: Dataset) -> None:
         if (data.interactions.values < 0).any():
@@ -382,7 +390,8 @@ class ALS(_ALSBase):
 
     @dataclass(frozen=True)
     class Config(_ALSConfig):
-        regularization: float = param(0.05, gt=0.0, doc="lambda, scaled by each row's count")
+        regularization: float = param(0.05, gt=0.0, le=1e9,
+                                      doc="lambda, scaled by each row's count")
         solver: str = param("cholesky", choices=("cg", "cholesky"),
                             doc="per-row solver: exact Cholesky or warm-started CG")
         biases: bool = param(True, doc="learn mu + b_u + b_i beside the factors")

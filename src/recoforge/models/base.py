@@ -1,35 +1,40 @@
-"""The model contract: one base class owns everything models share.
+"""The model contract (second edition): models score :class:`Query` batches.
 
 A model subclasses :class:`Recommender`, declares its hyperparameters once in a nested
-``Config`` dataclass (see :mod:`recoforge.models.params`) and implements only
+``Config`` dataclass (:mod:`recoforge.models.params`), declares its capabilities as class
+variables, and implements only
 
-- ``_fit(data)``: learn state into attributes ending in ``_``;
-- ``_score(histories, users)``: float32 scores of shape (n_queries, n_items) from the
-  queries' history rows (CSR, values = ratings or event weights) and, for known users,
-  their indices (``users is None`` for new users given only a history);
-- optionally ``_predict(users, items)`` (rating models; time-aware ones set
-  ``uses_time`` and override ``_predict_at(users, items, times)``), ``item_vectors()``
-  (cosine similar-items) or ``_similar(items)`` (item-to-item scores).
+- ``_fit(data)``: learned state into attributes ending in ``_``;
+- ``_score(query) -> (n, n_items)`` float32 whole-catalogue scores, for models where that
+  is cheap; and/or
+- ``_score_candidates(query, candidates (n, c)) -> (n, c)``: scores of given items. The
+  default gathers from ``_score``; a pair model sets ``scores_full_catalogue = False`` and
+  implements only this, and is then never asked for an n x n_items block;
+- optionally ``_predict_at(users, items, times)`` (ratings), ``query_vectors(query)`` and
+  ``item_vectors()`` (factorised models: score = q . v), ``_similar(items)`` and
+  ``_explain(query, item, n)`` whose contributions add up to the score they explain.
 
-Id mapping, batching with bounded memory, seen-item exclusion, candidate whitelists,
-top-k, DataFrames with external ids, unknown-user policy, fallback models, seeding,
-``predict``/``similar_items`` and save/load are written here once.
+The machinery lives in small modules this front calls: :mod:`.query` (the request batch),
+:mod:`._requests` (turning caller input into arrays), :mod:`._scoring` (bounded batches,
+candidate blocks, top-k) and :mod:`recoforge.artifacts` (save/load).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, ClassVar, Literal, TypeAlias
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
 from recoforge.data.dataset import Dataset, as_dataset
+from recoforge.data.history import InMemoryHistory
 from recoforge.data.ids import IdIndex
-from recoforge.data.interactions import Interactions, to_epoch_seconds
+from recoforge.data.interactions import Interactions
 from recoforge.errors import (
     ConfigError,
     DataError,
@@ -37,21 +42,32 @@ from recoforge.errors import (
     NotSupportedError,
     UnknownIdError,
 )
+from recoforge.models import _requests as req
+from recoforge.models import _scoring
 from recoforge.models.params import ModelConfig
+from recoforge.models.query import Query, merge_histories
 from recoforge.ranking.topk import topk
 
 UnknownUsers = Literal["error", "skip", "fallback"]
-HistoryInput: TypeAlias = pd.DataFrame | Mapping[Any, Any] | Iterable[Any]
-BATCH_BYTES = 1 << 27  # dense score block per batch: 128 MiB
+HistoryInput = req.HistoryInput
+BATCH_BYTES = _scoring.BATCH_BYTES
+#: a whitelist this much smaller than the catalogue is ranked through the candidate path
+CANDIDATE_RATIO = 8
+_log = logging.getLogger(__name__)
 
 
 class Recommender:
     """Base class of every recommender.
 
-    Parameters
-    ----------
-    **params
-        Hyperparameters, validated by the model's ``Config``.
+    Capabilities (class variables, listed by ``recoforge models``, checked by the
+    conformance suite): ``predicts_ratings``, ``uses_time``, ``needs_item_features``,
+    ``needs_user_features``, ``scores_full_catalogue`` (False for pair models),
+    ``factorised`` (``query_vectors . item_vectors`` reproduces the scores) and
+    ``user_state``: ``"history"`` (scores come from the history row alone),
+    ``"fold_in"`` (per-user parameters; other histories are folded in) or
+    ``"trained_only"``; ``needs_history`` (False when an empty history still gets
+    meaningful scores, as with popularity; otherwise an unknown user with no events
+    follows the ``unknown`` policy).
 
     Attributes
     ----------
@@ -59,25 +75,30 @@ class Recommender:
         The validated hyperparameters (immutable; change them with :meth:`set_params`).
     user_index_, item_index_ : IdIndex
         Vocabularies copied from the training data.
-    train_matrix_ : csr_matrix
-        Training interactions, used as known users' histories and for seen-item exclusion.
     fallback_ : Recommender or None
         Model answering for unknown users when ``unknown="fallback"``.
     """
 
     name: ClassVar[str] = "base"
     Config: ClassVar[type[ModelConfig]] = ModelConfig
-    #: the validated hyperparameters: an instance of the subclass's ``Config``
+    predicts_ratings: ClassVar[bool] = False
+    uses_time: ClassVar[bool] = False
+    needs_item_features: ClassVar[bool] = False
+    needs_user_features: ClassVar[bool] = False
+    scores_full_catalogue: ClassVar[bool] = True
+    factorised: ClassVar[bool] = False
+    user_state: ClassVar[Literal["history", "fold_in", "trained_only"]] = "history"
+    #: whether a request needs events to be scored (False: e.g. popularity)
+    needs_history: ClassVar[bool] = True
+    #: similarity of query and item vectors for retrieval ("dot" or "cosine")
+    vector_similarity: ClassVar[Literal["dot", "cosine"]] = "dot"
+    #: parameters read only at scoring time: set_params honours them without refitting
+    scoring_params: ClassVar[frozenset[str]] = frozenset()
     config: Any
     user_index_: IdIndex
     item_index_: IdIndex
-    train_matrix_: sp.csr_matrix
     fallback_: Recommender | None
-    fit_seconds_: float
-    #: whether ``_predict`` gives ratings (explicit-feedback models)
-    predicts_ratings: ClassVar[bool] = False
-    #: whether predictions depend on the time of the rating (see :meth:`predict`)
-    uses_time: ClassVar[bool] = False
+    _history: InMemoryHistory | None = None
 
     def __init__(self, **params: Any) -> None:
         unknown = set(params) - set(self.Config.field_names())
@@ -86,17 +107,37 @@ class Recommender:
                               f"valid: {self.Config.field_names()}")
         self.config = self.Config(**params)
 
+    @classmethod
+    def capabilities(cls) -> dict[str, Any]:
+        """The declared capabilities of this model class."""
+        names = ("predicts_ratings", "uses_time", "needs_item_features",
+                 "needs_user_features", "scores_full_catalogue", "factorised", "user_state",
+                 "needs_history")
+        return {name: getattr(cls, name) for name in names}
+
     # ------------------------------------------------------------------ parameters
     def get_params(self) -> dict[str, Any]:
         return self.config.to_dict()
 
     def set_params(self, **params: Any) -> Recommender:
-        """Change hyperparameters (validated); the learned state is kept until refit."""
+        """Change hyperparameters (validated).
+
+        On a fitted model, changing a parameter that shapes the learned state resets the
+        model to unfitted (refit before use); parameters in ``scoring_params`` are read at
+        scoring time and take effect at once. Never a silent mix of old state and new
+        configuration.
+        """
         unknown = set(params) - set(self.config.field_names())
         if unknown:
             raise ConfigError(f"unknown parameter(s) {sorted(unknown)} for {self.name}; "
                               f"valid: {self.config.field_names()}")
-        self.config = dataclasses.replace(self.config, **params)
+        new = dataclasses.replace(self.config, **params)
+        changed = {k for k in params if getattr(new, k) != getattr(self.config, k)}
+        self.config = new
+        if self.is_fitted and changed - self.scoring_params:
+            _log.warning("%s: %s changed; the model is reset to unfitted (refit it)",
+                         self.name, ", ".join(sorted(changed - self.scoring_params)))
+            self._clear_state()
         return self
 
     def clone(self) -> Recommender:
@@ -110,6 +151,11 @@ class Recommender:
     def _rng(self) -> np.random.Generator:
         """A fresh generator from the configured seed (call inside ``_fit``)."""
         return np.random.default_rng(getattr(self.config, "seed", None))
+
+    def _clear_state(self) -> None:
+        for attr in [a for a in vars(self) if a.endswith("_") and not a.startswith("__")]:
+            delattr(self, attr)
+        self._history = None
 
     # ------------------------------------------------------------------ fitting
     def fit(self, data: Dataset | Interactions,
@@ -126,12 +172,11 @@ class Recommender:
         data = as_dataset(data)
         if len(data.interactions) == 0:
             raise DataError("cannot fit on empty interactions")
-        for attr in [a for a in vars(self) if a.endswith("_") and not a.startswith("_")]:
-            delattr(self, attr)  # refit starts clean
+        self._clear_state()
         start = time.perf_counter()
         self.user_index_ = data.user_index
         self.item_index_ = data.item_index
-        self.train_matrix_ = data.matrix()
+        self._history = InMemoryHistory(data.matrix())
         self.data_kind_ = data.kind
         self.data_fingerprint_ = data.interactions.fingerprint()
         self._fit(data)
@@ -148,8 +193,12 @@ class Recommender:
     def _fit(self, data: Dataset) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _score(self, histories: sp.csr_matrix, users: np.ndarray | None) -> np.ndarray:
-        raise NotImplementedError  # pragma: no cover - abstract
+    def _score(self, query: Query) -> np.ndarray:
+        raise NotSupportedError(f"{type(self).__name__} scores only candidates")
+
+    def _score_candidates(self, query: Query, candidates: np.ndarray) -> np.ndarray:
+        """Scores (n, c) of candidate item indices; default: gathered full scores."""
+        return _scoring.gather_full(self, query, candidates)
 
     @property
     def is_fitted(self) -> bool:
@@ -158,6 +207,41 @@ class Recommender:
     def _check_fitted(self) -> None:
         if not self.is_fitted:
             raise NotFittedError(f"{type(self).__name__} is not fitted; call fit() first")
+
+    # ------------------------------------------------------------------ histories
+    @property
+    def history_source(self) -> InMemoryHistory | None:
+        """Where known users' histories come from (None: saved without one)."""
+        return self._history
+
+    def attach_history(self, history: InMemoryHistory | sp.spmatrix) -> Recommender:
+        """Give a loaded model its known users' histories (an in-memory CSR source)."""
+        self._check_fitted()
+        source = history if isinstance(history, InMemoryHistory) else InMemoryHistory(history)
+        if source.matrix.shape != (len(self.user_index_), len(self.item_index_)):
+            raise DataError(f"history has shape {source.matrix.shape}; this model needs "
+                            f"({len(self.user_index_)}, {len(self.item_index_)})")
+        self._history = source
+        return self
+
+    @property
+    def train_matrix_(self) -> sp.csr_matrix:
+        """Known users' histories (users x items CSR) from the history source."""
+        if self._history is None:
+            raise NotSupportedError(
+                f"{self.name} has no history source for known users (it was saved without "
+                f"its training history): load it with load_model(path, history=...), or "
+                f"save it with include_history=True")
+        return self._history.matrix
+
+    @train_matrix_.setter
+    def train_matrix_(self, matrix: sp.spmatrix) -> None:
+        self._history = InMemoryHistory(matrix)
+
+    def known_query(self, users: np.ndarray) -> Query:
+        """A stored Query for known users' indices, histories from the history source."""
+        users = np.asarray(users, dtype=np.int64)
+        return Query.for_known(users, self.train_matrix_[users])
 
     # ------------------------------------------------------------------ recommending
     def recommend(
@@ -172,80 +256,157 @@ class Recommender:
         unknown_items: Literal["error", "ignore"] = "error",
         batch_size: int | None = None,
         progress: Callable[[int, int], None] | None = None,
+        index: Any = None,
     ) -> pd.DataFrame:
         """Top-``k`` recommendations as a DataFrame (user, item, score, rank).
 
         Parameters
         ----------
         users : ids, optional
-            Known users (all of them when omitted and no ``history`` is given).
+            Users to recommend for (all known users when omitted and no ``history``).
         k : int
             List length per user (>= 1).
         exclude_seen : bool
-            Drop items in the user's training history (or given ``history``).
+            Drop items in the user's history (stored and given).
         items : ids, optional
-            Candidate whitelist: only these items may be recommended.
+            Candidate whitelist; a short one is scored through the candidate path.
         history : DataFrame, mapping or sequence, optional
-            Recommend for users from their history alone, without retraining: a
-            DataFrame with ``user``, ``item`` (and optional ``rating``) columns, a mapping
-            ``user -> [items]`` or ``user -> {item: rating}``, or one user's item list.
+            Events to score from: a table with ``user``, ``item`` (and optional
+            ``rating``) columns, a mapping ``user -> [items]`` or ``user -> {item:
+            rating}``, or one item list. Without ``users`` each entry is an anonymous
+            request labelled by its key. With ``users`` the entries are those users' new
+            events: merged with a known user's stored history (no retraining; models
+            with per-user parameters fold them in), or a new user's whole history.
         unknown : {"error", "skip", "fallback"}
-            Users outside the vocabulary: raise, drop, or answer with ``fallback_``.
+            Users outside the vocabulary with no history (or an empty one): raise, drop,
+            or answer with ``fallback_``.
         unknown_items : {"error", "ignore"}
             History or whitelist items outside the vocabulary: raise or drop.
         batch_size : int, optional
             Queries scored at once; default keeps the dense score block near 128 MiB.
         progress : callable(done, total), optional
+        index : VectorIndex, optional
+            Retrieve through this index over ``item_vectors()`` (factorised models).
         """
         self._check_fitted()
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise ConfigError(f"k must be a positive integer, got {k!r}")
+        k = req.check_k(k)
+        batch_size = req.check_batch_size(batch_size)
+        req.check_unknown(unknown)
         allowed = self._allowed_mask(items, unknown_items)
-        if history is not None:
-            labels, hist = self._history_matrix(history, unknown_items)
-            idx, scores = self._rank(hist, None, k, exclude_seen, allowed, batch_size, progress)
-            return self._frame(labels, idx, scores)
-        if users is None:
-            query_ids = self.user_index_.ids
-            rows = np.arange(len(query_ids))
-        else:
-            query_ids = _label_array(_as_list(users))
-            rows = self.user_index_.to_index(query_ids, unknown="ignore")
-        frames = []
-        if (rows < 0).any():
-            frames.append(self._recommend_unknown(query_ids, rows, k, exclude_seen, items,
-                                                  unknown))
-        known = rows >= 0
-        hist = self.train_matrix_[rows[known]]
-        idx, scores = self._rank(hist, rows[known], k, exclude_seen, allowed, batch_size,
-                                 progress)
-        frames.insert(0, self._frame(query_ids[known], idx, scores))
-        if len(frames) == 1:
-            return frames[0]
-        return _order_like(pd.concat(frames, ignore_index=True), list(query_ids))
+        labels, parts, missing = self._build_queries(users, history, unknown_items)
+        width = min(k, len(self.item_index_))
+        idx = np.full((len(labels), width), -1, np.int32)
+        scores = np.full((len(labels), width), -np.inf, np.float32)
+        for rows, query in parts:
+            idx[rows], scores[rows] = self._rank(query, k, exclude_seen, allowed, batch_size,
+                                                 progress, index)
+        answered = np.ones(len(labels), dtype=bool)
+        answered[missing] = False
+        frame = self._frame(labels[answered], idx[answered], scores[answered])
+        if not len(missing):
+            return frame
+        rest = self._recommend_unknown(labels[missing], k, exclude_seen, items, unknown)
+        return req.order_like(pd.concat([frame, rest], ignore_index=True), list(labels))
 
-    def _recommend_unknown(self, query_ids, rows, k, exclude_seen, items, unknown
-                           ) -> pd.DataFrame:
-        missing = query_ids[rows < 0]
+    def _build_queries(self, users, history, unknown_items
+                       ) -> tuple[np.ndarray, list[tuple[np.ndarray, Query]], np.ndarray]:
+        """(labels, [(row positions, Query)], positions of users with nothing to score).
+
+        Known users without new events form a stored Query (their trained parameters are
+        used); users with given events form a history Query (merged with the stored
+        history of known users); unknown users without events are 'missing'.
+        """
+        if users is None and history is None:
+            rows = np.arange(len(self.user_index_), dtype=np.int64)
+            return self.user_index_.ids, [(rows, self.known_query(rows))], rows[:0]
+        if history is None:
+            labels = req.label_array(req.as_list(users))
+            rows = self.user_index_.to_index(labels, unknown="ignore")
+            known = np.flatnonzero(rows >= 0)
+            return labels, [(known, self.known_query(rows[known]))], np.flatnonzero(rows < 0)
+        hist_labels, given = self._history_matrix(history, unknown_items)
+        if users is None:
+            users_idx = np.full(len(hist_labels), -1, np.int64)
+            labels = hist_labels
+        else:
+            labels, given = self._align_given(users, hist_labels, given)
+            users_idx = self.user_index_.to_index(labels, unknown="ignore")
+        fresh = given.getnnz(axis=1) > 0
+        stored_rows = np.flatnonzero(~fresh & (users_idx >= 0))
+        fresh_rows = np.flatnonzero(fresh)
+        parts = [(stored_rows, self.known_query(users_idx[stored_rows]))]
+        if len(fresh_rows):
+            sub, ids = given[fresh_rows], users_idx[fresh_rows]
+            known = np.flatnonzero(ids >= 0)
+            stored = _scatter_rows(self.train_matrix_[ids[known]], known, len(fresh_rows)) \
+                if len(known) else sp.csr_matrix(sub.shape, dtype=np.float32)
+            parts.append((fresh_rows, Query.from_history(merge_histories(stored, sub), ids)))
+        if not self.needs_history and (~fresh & (users_idx < 0)).any():
+            anonymous = np.flatnonzero(~fresh & (users_idx < 0))
+            parts.append((anonymous, Query.from_history(given[anonymous])))
+            return labels, parts, anonymous[:0]
+        return labels, parts, np.flatnonzero(~fresh & (users_idx < 0))
+
+    def _align_given(self, users, hist_labels, given) -> tuple[np.ndarray, sp.csr_matrix]:
+        """Requested users' labels and their given events, one row per requested user."""
+        labels = req.label_array(req.as_list(users))
+        if len(hist_labels) == 1 and hist_labels[0] is None:
+            if len(labels) != 1:
+                raise DataError("one item list was given as history for several users; "
+                                "pass a mapping user -> items")
+            hist_labels = labels
+        position = {label: i for i, label in enumerate(labels.tolist())}
+        if len(position) != len(labels):
+            raise DataError("users are repeated in the request")
+        stray = [h for h in hist_labels.tolist() if h not in position]
+        if stray:
+            raise DataError(f"history given for {req.plain(stray[0])!r}, which is not among "
+                            f"the requested users")
+        order = np.array([position[h] for h in hist_labels.tolist()], dtype=np.int64)
+        return labels, _scatter_rows(given, order, len(labels))
+
+    def _rank(self, query: Query, k: int, exclude_seen: bool, allowed: np.ndarray | None,
+              batch_size: int | None, progress, index=None) -> tuple[np.ndarray, np.ndarray]:
+        """Index-level top-k through the index, the candidate path or full scoring."""
+        if index is not None:
+            return self._rank_with_index(index, query, k, exclude_seen, allowed)
+        n_allowed = None if allowed is None else int(allowed.sum())
+        if n_allowed is not None and n_allowed * CANDIDATE_RATIO <= len(self.item_index_):
+            cand = np.broadcast_to(np.flatnonzero(allowed), (len(query), n_allowed))
+            return _scoring.rank_candidates(self, query, np.ascontiguousarray(cand), k,
+                                            exclude_seen, batch_size, progress)
+        return _scoring.rank_full(self, query, k, exclude_seen, allowed, batch_size, progress)
+
+    def _rank_with_index(self, index, query, k, exclude_seen, allowed):
+        if not self.factorised:
+            raise NotSupportedError(f"{self.name} has no retrieval vectors for an index")
+        vectors = self.query_vectors(query)
+        return index.search(vectors, k, exclude=query.history if exclude_seen else None,
+                            allowed=allowed)
+
+    def _recommend_unknown(self, missing, k, exclude_seen, items, unknown) -> pd.DataFrame:
         if unknown == "error":
             more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-            raise UnknownIdError(f"unknown user id {_plain(missing[0])!r}{more}; pass history= "
-                                 f"for new users, or unknown='skip' / 'fallback'")
+            raise UnknownIdError(f"unknown user id {req.plain(missing[0])!r}{more} with no "
+                                 f"known history; pass history= for new users, or "
+                                 f"unknown='skip' / 'fallback'")
         if unknown == "skip":
             return self._frame(missing[:0], np.empty((0, k), np.int32),
                                np.empty((0, k), np.float32))
-        if unknown != "fallback":
-            raise ConfigError(f"unknown must be 'error', 'skip' or 'fallback', not {unknown!r}")
         fallback = getattr(self, "fallback_", None)
         if fallback is None:
             raise ConfigError("unknown='fallback' needs a model fitted with fit(..., fallback=)")
-        empty: dict[Any, list[Any]] = {user: [] for user in missing}
-        return fallback.recommend(k=k, exclude_seen=exclude_seen, items=items,
-                                        history=empty)
+        empty: dict[Any, list[Any]] = {user: [] for user in missing.tolist()}
+        query = Query.from_history(sp.csr_matrix((len(empty), len(fallback.item_index_)),
+                                                 dtype=np.float32))
+        allowed = fallback._allowed_mask(items, "ignore")
+        idx, scores = fallback._rank(query, k, exclude_seen, allowed, None, None)
+        return fallback._frame(req.label_array(list(empty)), idx, scores)
 
     def top_items(self, users: np.ndarray | None = None, k: int = 10, *,
                   histories: sp.csr_matrix | None = None, exclude_seen: bool = True,
-                  allowed: np.ndarray | None = None, batch_size: int | None = None,
+                  allowed: np.ndarray | None = None, candidates: np.ndarray | None = None,
+                  batch_size: int | None = None,
                   progress: Callable[[int, int], None] | None = None,
                   ) -> tuple[np.ndarray, np.ndarray]:
         """Index-level top-``k`` for hot paths (evaluation, serving): no ids, no DataFrame.
@@ -253,24 +414,25 @@ class Recommender:
         Parameters
         ----------
         users : ndarray of int, optional
-            Known users' indices; their training rows are their histories.
+            Known users' indices; histories from the history source.
         histories : csr_matrix (n, n_items), optional
             Queries given by history alone (new users); exclusive with ``users``.
         allowed : ndarray of bool (n_items,), optional
             Candidate whitelist.
+        candidates : ndarray of int (n, c), optional
+            Per-row candidate items (``-1`` padding), scored through the candidate path.
 
         Returns
         -------
         (indices, scores) : int32 and float32 arrays of shape (n, min(k, n_items)),
             best first, ``-1`` / ``-inf`` padding.
         """
-        self._check_fitted()
-        if (users is None) == (histories is None):
-            raise ConfigError("top_items needs exactly one of users= or histories=")
-        if users is not None:
-            users = np.asarray(users, dtype=np.int64)
-            histories = self.train_matrix_[users]
-        return self._rank(histories, users, k, exclude_seen, allowed, batch_size, progress)
+        query = self._index_query(users, histories)
+        k, batch_size = req.check_k(k), req.check_batch_size(batch_size)
+        if candidates is not None:
+            return _scoring.rank_candidates(self, query, np.asarray(candidates, np.int64), k,
+                                            exclude_seen, batch_size, progress)
+        return self._rank(query, k, exclude_seen, allowed, batch_size, progress)
 
     def score(self, users: np.ndarray | None = None,
               histories: sp.csr_matrix | None = None) -> np.ndarray:
@@ -278,30 +440,21 @@ class Recommender:
 
         The caller bounds the batch; memory is O(n * n_items).
         """
+        return _scoring.check_finite(self, self._score(self._index_query(users, histories)))
+
+    def score_candidates(self, candidates: np.ndarray, users: np.ndarray | None = None,
+                         histories: sp.csr_matrix | None = None) -> np.ndarray:
+        """Float32 scores (n, c) of each row's candidate item indices."""
+        query = self._index_query(users, histories)
+        return _scoring.score_candidates(self, query, np.asarray(candidates, np.int64))
+
+    def _index_query(self, users, histories) -> Query:
         self._check_fitted()
         if (users is None) == (histories is None):
-            raise ConfigError("score needs exactly one of users= or histories=")
+            raise ConfigError("give exactly one of users= or histories=")
         if users is not None:
-            users = np.asarray(users, dtype=np.int64)
-            histories = self.train_matrix_[users]
-        return self._score(histories, users)
-
-    def _rank(self, histories, users, k, exclude_seen, allowed, batch_size, progress):
-        """Score in bounded batches and keep the top ``k`` of each row."""
-        n, n_items = histories.shape[0], len(self.item_index_)
-        batch = batch_size or max(1, BATCH_BYTES // (4 * max(n_items, 1)))
-        width = min(k, n_items)
-        out_idx = np.full((n, width), -1, np.int32)
-        out_scores = np.full((n, width), -np.inf, np.float32)
-        for start in range(0, n, batch):
-            stop = min(n, start + batch)
-            hist = histories[start:stop]
-            scores = self._score(hist, None if users is None else users[start:stop])
-            exclude = hist if exclude_seen else None
-            out_idx[start:stop], out_scores[start:stop] = topk(scores, k, exclude, allowed)
-            if progress is not None:
-                progress(stop, n)
-        return out_idx, out_scores
+            return self.known_query(users)
+        return Query.from_history(histories)
 
     def _frame(self, labels: np.ndarray, idx: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
         """Long DataFrame from (n, k) index/score arrays; padding (-1) is dropped."""
@@ -316,23 +469,24 @@ class Recommender:
         })
 
     def _allowed_mask(self, items, unknown_items) -> np.ndarray | None:
+        policy = req.id_policy(unknown_items)
         if items is None:
             return None
-        idx = self.item_index_.to_index(_as_list(items), unknown=_id_policy(unknown_items))
+        idx = self.item_index_.to_index(req.as_list(items), unknown=policy)
         mask = np.zeros(len(self.item_index_), dtype=bool)
         mask[idx[idx >= 0]] = True
         return mask
 
-    def _history_matrix(self, history: HistoryInput, unknown_items) -> tuple[np.ndarray,
-                                                                              sp.csr_matrix]:
+    def _history_matrix(self, history: HistoryInput, unknown_items
+                        ) -> tuple[np.ndarray, sp.csr_matrix]:
         """Queries' labels and their histories as a CSR over this model's items."""
-        labels, rows, items, values = _history_triples(history)
-        idx = self.item_index_.to_index(items, unknown=_id_policy(unknown_items))
+        labels, rows, items, values = req.history_triples(history)
+        idx = self.item_index_.to_index(items, unknown=req.id_policy(unknown_items))
         keep = idx >= 0
         mat = sp.csr_matrix((values[keep], (rows[keep], idx[keep])),
                             shape=(len(labels), len(self.item_index_)), dtype=np.float32)
         mat.sum_duplicates()
-        return _label_array(labels), mat
+        return req.label_array(labels), mat
 
     # ------------------------------------------------------------------ other queries
     def predict(self, users: Iterable[Any], items: Iterable[Any],
@@ -347,16 +501,20 @@ class Recommender:
         self._check_fitted()
         if not self.predicts_ratings:
             raise NotSupportedError(f"{type(self).__name__} does not predict ratings")
-        users, items = _as_list(users), _as_list(items)
-        if len(users) != len(items):
-            raise DataError(f"predict got {len(users)} users but {len(items)} items")
-        when = None if times is None else _as_times(times, len(users))
-        policy = _id_policy("ignore" if unknown == "nan" else "error")
-        u = self.user_index_.to_index(users, unknown=policy)
-        i = self.item_index_.to_index(items, unknown=policy)
-        out = np.full(len(users), np.nan, dtype=np.float64)
+        if unknown not in ("error", "nan"):
+            raise ConfigError(f"unknown must be 'error' or 'nan', not {unknown!r}")
+        user_ids, item_ids = req.as_id_array(users), req.as_id_array(items)
+        if len(user_ids) != len(item_ids):
+            raise DataError(f"predict got {len(user_ids)} users but {len(item_ids)} items")
+        when = None if times is None else req.as_times(times, len(user_ids))
+        policy = req.id_policy("ignore" if unknown == "nan" else "error")
+        u = self.user_index_.to_index(user_ids, unknown=policy)
+        i = self.item_index_.to_index(item_ids, unknown=policy)
+        out = np.full(len(user_ids), np.nan, dtype=np.float64)
         ok = (u >= 0) & (i >= 0)
-        if ok.any():
+        if ok.all():
+            out[:] = self._predict_at(u, i, when)
+        elif ok.any():
             out[ok] = self._predict_at(u[ok], i[ok], None if when is None else when[ok])
         return out
 
@@ -372,13 +530,14 @@ class Recommender:
     def similar_items(self, items: Iterable[Any], k: int = 10) -> pd.DataFrame:
         """The ``k`` items most similar to each given item (item, similar_item, score, rank)."""
         self._check_fitted()
-        labels = _as_list(items)
+        k = req.check_k(k)
+        labels = req.as_list(items)
         idx = self.item_index_.to_index(labels)
-        scores = self._similar(idx)
+        scores = _scoring.check_finite(self, self._similar(idx))
         exclude = sp.csr_matrix((np.ones(len(idx), np.float32), (np.arange(len(idx)), idx)),
                                 shape=scores.shape)
         top, top_scores = topk(scores, k, exclude)
-        frame = self._frame(_label_array(labels), top, top_scores)
+        frame = self._frame(req.label_array(labels), top, top_scores)
         return frame.rename(columns={"user": "item", "item": "similar_item"})
 
     def _similar(self, items: np.ndarray) -> np.ndarray:
@@ -393,21 +552,26 @@ class Recommender:
 
     def explain(self, item: Any, user: Any = None, *, history: HistoryInput | None = None,
                 n: int = 5) -> pd.DataFrame:
-        """Why ``item`` scores as it does for ``user`` (or for a ``history``).
+        """Why ``item`` scores as it does for one ``user`` (or for a ``history``).
 
         Returns a DataFrame (source, id, contribution): the ``n`` history items, neighbour
         users or features that contributed most, as the model's ``_explain`` reports them.
         """
         self._check_fitted()
+        n = req.check_k(n)
         if (user is None) == (history is None):
             raise ConfigError("explain needs exactly one of user= or history=")
+        if user is not None and not np.isscalar(user):
+            raise ConfigError(f"explain takes one user id, got {user!r}")
         item_idx = int(self.item_index_.to_index([item])[0])
         if user is not None:
-            user_idx = self.user_index_.to_index([user])
-            hist, users = self.train_matrix_[user_idx], user_idx
+            query = self.known_query(self.user_index_.to_index([user]))
         else:
-            hist, users = self._history_matrix(history, "error")[1][:1], None
-        source, keys, weights = self._explain(hist, users, item_idx, n)
+            labels, hist = self._history_matrix(history, "error")
+            if len(labels) != 1:
+                raise ConfigError("explain takes the history of one user")
+            query = Query.from_history(hist)
+        source, keys, weights = self._explain(query, item_idx, n)
         order = np.argsort(-np.abs(np.asarray(weights, dtype=np.float64)), kind="stable")[:n]
         keys = np.asarray(keys)[order]
         vocab = {"item": self.item_index_, "user": self.user_index_}.get(source)
@@ -415,9 +579,8 @@ class Recommender:
                              "id": vocab.to_ids(keys) if vocab is not None else keys,
                              "contribution": np.asarray(weights, dtype=np.float64)[order]})
 
-    def _explain(self, histories: sp.csr_matrix, users: np.ndarray | None, item: int,
-                 n: int) -> tuple[str, np.ndarray, np.ndarray]:
-        """(source, keys, contributions) behind ``item``'s score for one query.
+    def _explain(self, query: Query, item: int, n: int) -> tuple[str, np.ndarray, np.ndarray]:
+        """(source, keys, contributions) behind ``item``'s score for a one-row query.
 
         ``source`` is "item" or "user" (keys are indices, mapped to ids by the caller) or
         "feature" (keys are feature names).
@@ -425,84 +588,30 @@ class Recommender:
         raise NotSupportedError(f"{type(self).__name__} cannot explain its scores")
 
     def item_vectors(self) -> np.ndarray | None:
-        """Dense item embeddings (n_items, d) where the model has them."""
+        """Item vectors (n_items, d): with :meth:`query_vectors`, score = q . v."""
         return None
 
+    def query_vectors(self, query: Query) -> np.ndarray:
+        """Query vectors (n, d) with score = q . v for factorised models."""
+        raise NotSupportedError(f"{type(self).__name__} is not a factorised model")
+
     # ------------------------------------------------------------------ persistence
-    def save(self, path: str, overwrite: bool = False) -> None:
-        """Write the model to a directory (manifest.json + arrays.npz, no pickle)."""
+    def save(self, path: str, overwrite: bool = False, include_history: bool = False) -> None:
+        """Write the model to a directory: learned state only (plus the training history
+        when ``include_history``), checksummed, never pickle."""
         from recoforge.artifacts import save_model
 
         self._check_fitted()
-        save_model(self, path, overwrite=overwrite)
+        save_model(self, path, overwrite=overwrite, include_history=include_history)
 
 
-def _plain(value: Any) -> Any:
-    """A numpy scalar as the Python value (for readable messages)."""
-    return value.item() if isinstance(value, np.generic) else value
-
-
-def _as_list(values: Iterable[Any]) -> list[Any]:
-    if isinstance(values, (str, bytes, int, np.integer)):
-        return [values]
-    if isinstance(values, (pd.Series, pd.Index, np.ndarray)):
-        return list(values.tolist())
-    return list(values)
-
-
-def _as_times(times: Iterable[Any], n: int) -> np.ndarray:
-    """Prediction times (numbers, datetimes or ISO strings) as int64 epoch seconds."""
-    column = pd.Series(_as_list(times))
-    if len(column) != n:
-        raise DataError(f"predict got {n} pairs but {len(column)} times")
-    return to_epoch_seconds(column, "times", None)
-
-
-def _id_policy(unknown_items: str) -> Literal["error", "ignore"]:
-    if unknown_items not in ("error", "ignore"):
-        raise ConfigError(f"unknown_items must be 'error' or 'ignore', not {unknown_items!r}")
-    return "error" if unknown_items == "error" else "ignore"
-
-
-def _history_triples(history: HistoryInput) -> tuple[list, np.ndarray, list, np.ndarray]:
-    """Query labels, and (query row, item id, value) triples, from a history input."""
-    if isinstance(history, pd.DataFrame):
-        missing = {"user", "item"} - set(history.columns)
-        if missing:
-            raise DataError(f"history table needs columns user and item; missing {missing}")
-        col = next((c for c in ("rating", "value") if c in history.columns), None)
-        values = history[col].to_numpy(np.float64) if col else np.ones(len(history))
-        rows, uniques = pd.factorize(history["user"].astype(object), sort=False)
-        labels, items = list(uniques), history["item"].tolist()
-    elif isinstance(history, Mapping):
-        if not history:
-            raise DataError("history is empty")
-        labels, row_list, items, vals = list(history), [], [], []
-        for row, entries in enumerate(history.values()):
-            pairs = (entries.items() if isinstance(entries, Mapping)
-                     else ((item, 1.0) for item in _as_list(entries)))
-            for item, value in pairs:
-                row_list.append(row)
-                items.append(item)
-                vals.append(value)
-        rows, values = np.asarray(row_list, dtype=np.int64), np.asarray(vals, dtype=np.float64)
-    else:
-        items = _as_list(history)
-        labels, rows, values = [None], np.zeros(len(items), np.int64), np.ones(len(items))
-    if not np.all(np.isfinite(values)):
-        raise DataError("history ratings must be finite numbers")
-    return labels, rows, items, values
-
-
-def _label_array(labels: Iterable[Any]) -> np.ndarray:
-    """Query labels as a typed array (int or str) when homogeneous, else object."""
-    arr = np.asarray(list(labels))
-    return arr if arr.dtype.kind in "iuU" else np.asarray(list(labels), dtype=object)
-
-
-def _order_like(frame: pd.DataFrame, labels: list[Any]) -> pd.DataFrame:
-    """Rows grouped by user in the order the users were requested."""
-    position = {label: i for i, label in enumerate(labels)}
-    key = frame["user"].map(position)
-    return frame.assign(_o=key).sort_values(["_o", "rank"], kind="stable") \
-        .drop(columns="_o").reset_index(drop=True)
+def _scatter_rows(rows: sp.csr_matrix, positions: np.ndarray, n: int) -> sp.csr_matrix:
+    """An (n, m) CSR whose row ``positions[j]`` is ``rows[j]``; other rows empty."""
+    rows = sp.csr_matrix(rows)
+    counts = np.zeros(n, dtype=np.int64)
+    counts[positions] = np.diff(rows.indptr)
+    order = np.argsort(positions, kind="stable")
+    sorted_rows = rows[order]
+    indptr = np.concatenate([[0], np.cumsum(counts)])
+    return sp.csr_matrix((sorted_rows.data, sorted_rows.indices, indptr),
+                         shape=(n, rows.shape[1]))

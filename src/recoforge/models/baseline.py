@@ -29,6 +29,7 @@ from recoforge.data.dataset import Dataset
 from recoforge.errors import ConfigError
 from recoforge.models.base import Recommender
 from recoforge.models.params import ModelConfig, param
+from recoforge.models.query import Query
 from recoforge.models.registry import register
 
 CentreBy = Literal["user", "item", "both"]
@@ -157,6 +158,7 @@ class BiasBaseline(Recommender):
     """
 
     name = "bias"
+    needs_history = False
     predicts_ratings = True
 
     @dataclass(frozen=True)
@@ -184,7 +186,8 @@ class BiasBaseline(Recommender):
         return user_bias_from_history(histories, self.global_mean_, self.item_bias_,
                                       self.config.reg_user)
 
-    def _score(self, histories: sp.csr_matrix, users: np.ndarray | None) -> np.ndarray:
+    def _score(self, query: Query) -> np.ndarray:
+        histories = query.history
         b_u = self._query_bias(histories)
         scores = self.global_mean_ + b_u[:, None] + self.item_bias_[None, :]
         return scores.astype(np.float32)
@@ -193,8 +196,8 @@ class BiasBaseline(Recommender):
         pred = self.global_mean_ + self.user_bias_[users] + self.item_bias_[items]
         return np.clip(pred, self.rating_min_, self.rating_max_)
 
-    def _explain(self, histories: sp.csr_matrix, users: np.ndarray | None, item: int,
-                 n: int) -> tuple[str, np.ndarray, np.ndarray]:
+    def _explain(self, query: Query, item: int, n: int) -> tuple[str, np.ndarray, np.ndarray]:
+        histories = query.history
         b_u = float(self._query_bias(histories)[0])
         keys = np.array(["global_mean", "user_bias", "item_bias"])
         return "feature", keys, np.array([self.global_mean_, b_u, self.item_bias_[item]])

@@ -37,8 +37,10 @@ from scipy.stats import wishart
 from recoforge.data.dataset import Dataset
 from recoforge.errors import ConfigError
 from recoforge.models._factors import FactorModel
-from recoforge.models.params import ModelConfig, param
+from recoforge.models.params import ModelConfig, param, seed_param
+from recoforge.models.query import Query
 from recoforge.models.registry import register
+from recoforge.resources import check_allocation, dense_bytes, guard_fit
 
 #: below this many ratings rows are sampled in one thread (thread start-up would dominate)
 PARALLEL_MIN_NNZ = 50_000
@@ -183,18 +185,23 @@ class BayesianMF(FactorModel):
         burn_in: int = param(10, ge=0, le=100_000, doc="Gibbs sweeps discarded first")
         stored_samples: int = param(25, ge=1, le=10_000,
                                     doc="factor samples kept for prediction")
-        noise_precision: float | None = param(None, gt=0.0,
+        noise_precision: float | None = param(None, gt=0.0, le=1e12,
                                               doc="alpha = 1/noise variance (None: sampled)")
         biases: bool = param(True, doc="sample user and item biases")
-        beta0: float = param(2.0, gt=0.0, doc="prior strength of the hyper-means")
+        beta0: float = param(2.0, gt=0.0, le=1e12, doc="prior strength of the hyper-means")
         init_std: float = param(0.1, ge=0.0, le=10.0, doc="std of the initial factors")
-        seed: int | None = param(None, doc="seed of the sampler")
+        seed: int | None = seed_param("seed of the sampler")
 
     # ----------------------------------------------------------------- fitting
+    @guard_fit
     def _fit(self, data: Dataset) -> None:
         if data.kind != "explicit":
             raise ConfigError(f"bpmf needs explicit ratings (data kind {data.kind!r})")
         cfg = self.config
+        rows, kept = sum(self.train_matrix_.shape), min(cfg.stored_samples, cfg.n_samples)
+        check_allocation(dense_bytes(rows, cfg.n_factors + 1, itemsize=8) * (3 + 2.5 * kept),
+                         f"bpmf with n_factors={cfg.n_factors} and {kept} stored samples "
+                         f"({rows} users and items)", advice="lower stored_samples or n_factors")
         rng = self._rng()
         by_user = self.train_matrix_.astype(np.float64)
         by_item = sp.csr_matrix(by_user.T)
@@ -259,9 +266,9 @@ class BayesianMF(FactorModel):
     def _predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         return np.clip(super()._predict(users, items), self.rating_min_, self.rating_max_)
 
-    def _explain(self, histories: sp.csr_matrix, users: np.ndarray | None, item: int,
-                 n: int) -> tuple[str, np.ndarray, np.ndarray]:
+    def _explain(self, query: Query, item: int, n: int) -> tuple[str, np.ndarray, np.ndarray]:
         """History item j's share: mean_s alpha_s t_j x_i^T A_s^-1 x_j (fold-in view)."""
+        histories = query.history
         histories = sp.csr_matrix(histories)
         items = histories.indices[histories.indptr[0]:histories.indptr[1]]
         values = histories.data[histories.indptr[0]:histories.indptr[1]].astype(np.float64)

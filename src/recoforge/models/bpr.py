@@ -72,8 +72,9 @@ from recoforge.models._ranking_kernels import (
     positive_bitset,
     warp_epoch,
 )
-from recoforge.models.params import ModelConfig, param
+from recoforge.models.params import ModelConfig, param, seed_param
 from recoforge.models.registry import register
+from recoforge.resources import check_allocation, dense_bytes, guard_fit
 
 
 @dataclass(frozen=True)
@@ -83,11 +84,13 @@ class RankingMFConfig(ModelConfig):
     n_factors: int = param(64, ge=1, le=4096, doc="latent dimensions d")
     n_epochs: int = param(50, ge=1, le=100_000, doc="epochs (nnz sampled pairs each)")
     learning_rate: float = param(0.05, gt=0.0, le=10.0, doc="SGD step size")
-    regularization: float = param(0.01, ge=0.0, doc="L2 penalty on factors and biases")
-    init_scale: float = param(0.1, gt=0.0, doc="initial factors ~ N(0, init_scale^2 / d)")
+    regularization: float = param(0.01, ge=0.0, le=1000.0,
+                                  doc="L2 penalty on factors and biases")
+    init_scale: float = param(0.1, gt=0.0, le=1000.0,
+                              doc="initial factors ~ N(0, init_scale^2 / d)")
     n_threads: int = param(0, ge=0, le=1024,
                            doc="threads (0: all numba threads); 1 is exactly reproducible")
-    seed: int | None = param(None, doc="seed of the init and the samplers")
+    seed: int | None = seed_param("seed of the init and the samplers")
 
 
 class RankingMF(FactorModel):
@@ -119,12 +122,16 @@ class RankingMF(FactorModel):
             getattr(cfg, "max_sampled", 1), 0 if cfg.seed is None else cfg.seed)
         return factors, np.zeros(len(factors), np.float32)
 
+    @guard_fit
     def _fit(self, data: Dataset) -> None:
         cfg = self.config
         matrix = data.matrix()
         indptr = matrix.indptr.astype(np.int64)
         indices = matrix.indices.astype(np.int32)
         n_users, n_items = matrix.shape
+        check_allocation(dense_bytes(n_users + n_items, cfg.n_factors + 2, itemsize=12),
+                         f"{self.name} factors ({n_users + n_items} users and items x "
+                         f"{cfg.n_factors})", advice="lower n_factors")
         if len(indices) >= 2**32:
             raise NotSupportedError(f"{self.name} samples with 32-bit draws: at most 2^32 - 1 "
                                     f"interactions, got {len(indices)}")
@@ -146,8 +153,7 @@ class RankingMF(FactorModel):
                 history[epoch] = self._epoch(positives, pairs, users, items,
                                              lr, reg, cdf, states)
         if not (np.isfinite(users).all() and np.isfinite(items).all()):
-            raise ConfigError(f"{self.name} diverged (non-finite factors): lower "
-                              f"learning_rate (now {cfg.learning_rate})")
+            raise ConfigError(divergence_message(self.name, cfg))
         self.user_factors_, self.item_factors_ = users, items
         self.epoch_loss_ = history[:, 0] / np.maximum(history[:, 1], 1.0)
         self.epoch_accuracy_ = history[:, 2] / (np.maximum(history[:, 3], 1.0)
@@ -171,6 +177,22 @@ class RankingMF(FactorModel):
     def _epoch(self, positives, pairs, users, items, lr, reg, cdf,
                states) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+def divergence_message(name: str, cfg: RankingMFConfig) -> str:
+    """Why SGD blew up, naming the parameters that can cause it with their values.
+
+    Each step scales a factor by (1 - learning_rate * regularization) before adding the
+    gradient: a product above 1 flips and grows the factors; otherwise the usual causes
+    are a step size or an initial scale too large for the data.
+    """
+    shrink = cfg.learning_rate * cfg.regularization
+    if shrink > 1.0:
+        return (f"{name} diverged (non-finite factors): learning_rate x regularization = "
+                f"{cfg.learning_rate:g} x {cfg.regularization:g} = {shrink:g} > 1 makes each "
+                f"L2 step overshoot; lower regularization or learning_rate")
+    return (f"{name} diverged (non-finite factors): lower learning_rate (now "
+            f"{cfg.learning_rate:g}) or init_scale (now {cfg.init_scale:g})")
 
 
 @dataclass(frozen=True)

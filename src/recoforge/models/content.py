@@ -25,12 +25,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 
 from recoforge.data.dataset import Dataset
-from recoforge.errors import ConfigError, DataError
+from recoforge.data.features import FeatureEncoder
+from recoforge.errors import ConfigError, DataError, NotSupportedError
 from recoforge.models.base import Recommender
 from recoforge.models.params import ModelConfig, param
+from recoforge.models.query import Query
 from recoforge.models.registry import register
 
 PROFILE_BLOCK_BYTES = 1 << 26  # dense profile rows per scoring chunk: 64 MiB
@@ -76,6 +79,24 @@ def block_weight_vector(names: np.ndarray, weights: dict[str, float]) -> np.ndar
     for key, weight in weights.items():  # exact names last, so they override blocks
         if key in exact:
             out[exact[key]] = weight
+    return out
+
+
+def field_weight_vector(names: np.ndarray, weights: dict[str, float],
+                        encoder: FeatureEncoder | None) -> np.ndarray:
+    """Per-feature multipliers; keys may also name an encoder field (e.g. ``"price"``).
+
+    Field names set their whole column range; the other keys are blocks or feature names
+    as in :func:`block_weight_vector`. A key that is both a block and a field gives the
+    same columns either way.
+    """
+    check_block_weights(weights)
+    fields = {fs.name: fs for fs in encoder.field_slices()} if encoder is not None else {}
+    by_name = {k: w for k, w in weights.items() if k not in fields}
+    out = block_weight_vector(names, by_name)
+    for key, weight in weights.items():
+        if key in fields:
+            out[fields[key].slice] = weight
     return out
 
 
@@ -129,11 +150,55 @@ class ContentBased(Recommender):
             raise DataError(f"item features of item {data.item_index.ids[row]!r} "
                             f"(feature {features.names[matrix.indices[bad]]!r}) are not finite")
         names = np.asarray(features.names).astype(str)
+        encoder = features.encoder
+        weights = field_weight_vector(names, self.config.block_weights or {}, encoder)
         if self.config.block_weights:
-            matrix = matrix @ sp.diags(block_weight_vector(names, self.config.block_weights))
+            matrix = matrix @ sp.diags(weights)
         self.item_matrix_ = normalize_rows(matrix)
         self.feature_names_ = names
+        self.feature_weights_ = weights
+        self.item_encoder_ = encoder
         self.items_without_features_ = int((np.diff(self.item_matrix_.indptr) == 0).sum())
+
+    # ------------------------------------------------------------------ new items
+    def encode_items(self, frame: pd.DataFrame) -> sp.csr_matrix:
+        """Feature rows of items described by raw attributes, in this model's item space.
+
+        ``frame`` has the attribute columns the training features were built from (one row
+        per item, e.g. items added after training); rows are encoded with the training
+        vocabularies and statistics, weighted by ``block_weights`` and L2-normalised, so a
+        training item's attributes give exactly its ``item_matrix_`` row.
+
+        Returns
+        -------
+        csr_matrix, float32, shape (len(frame), n_features)
+        """
+        self._check_fitted()
+        if self.item_encoder_ is None:
+            raise NotSupportedError("this content model's item features were not built by a "
+                                    "FeatureEncoder (build_features / Dataset."
+                                    "with_item_features), so it cannot encode new items")
+        rows = self.item_encoder_.transform(frame)
+        return normalize_rows(rows @ sp.diags(self.feature_weights_))
+
+    def score_new_items(self, frame: pd.DataFrame, histories: sp.csr_matrix) -> np.ndarray:
+        """Scores of new items (raw attributes) for users given by their history rows.
+
+        s = cos(p_u, x_new), with the profile p_u of the history (CSR over the training
+        catalogue, shape (n, n_items)) exactly as for catalogue items. Memory
+        O(n * n_features) for the dense profiles.
+
+        Returns
+        -------
+        ndarray, float32, shape (n, len(frame))
+        """
+        new_items = self.encode_items(frame)
+        histories = sp.csr_matrix(histories, dtype=np.float32)
+        if histories.shape[1] != self.item_matrix_.shape[0]:
+            raise DataError(f"histories have {histories.shape[1]} item columns, the model's "
+                            f"catalogue has {self.item_matrix_.shape[0]}")
+        profiles = self._profiles(histories)
+        return np.asarray((new_items @ profiles.T).T, dtype=np.float32)
 
     # ------------------------------------------------------------------ scoring
     def profile_weights(self, histories: sp.csr_matrix) -> sp.csr_matrix:
@@ -157,7 +222,8 @@ class ContentBased(Recommender):
         norms[norms == 0] = 1.0
         return (profile / norms).astype(np.float32)
 
-    def _score(self, histories: sp.csr_matrix, users: np.ndarray | None) -> np.ndarray:
+    def _score(self, query: Query) -> np.ndarray:
+        histories = query.history
         n, n_features = histories.shape[0], self.item_matrix_.shape[1]
         scores = np.empty((n, self.item_matrix_.shape[0]), dtype=np.float32)
         chunk = max(1, PROFILE_BLOCK_BYTES // (4 * max(n_features, 1)))
@@ -175,9 +241,9 @@ class ContentBased(Recommender):
         """The unit-norm item feature rows, dense: memory O(n_items * n_features)."""
         return self.item_matrix_.toarray()
 
-    def _explain(self, histories: sp.csr_matrix, users: np.ndarray | None, item: int,
-                 n: int) -> tuple[str, np.ndarray, np.ndarray]:
+    def _explain(self, query: Query, item: int, n: int) -> tuple[str, np.ndarray, np.ndarray]:
         """Features of ``item`` weighted by the profile: they sum to the cosine score."""
+        histories = query.history
         profile = self._profiles(histories[:1])[0]
         row = self.item_matrix_[item]
         contributions = profile[row.indices] * row.data

@@ -34,8 +34,10 @@ from recoforge.data.dataset import Dataset
 from recoforge.errors import ConfigError, DataError
 from recoforge.models.base import Recommender
 from recoforge.models.params import ModelConfig, param
+from recoforge.models.query import Query
 from recoforge.models.registry import register
 from recoforge.models.similarity import neighbour_scores
+from recoforge.resources import check_allocation, dense_bytes, guard_fit
 
 SECONDS_PER_DAY = 86_400.0
 NORMALIZATIONS = ("count", "cosine", "conditional", "lift")
@@ -133,8 +135,9 @@ class CoVisitation(Recommender):
         source: str = param("auto", choices=("auto", "sessions", "histories"),
                             doc="sequences to count in; auto: sessions when the dataset "
                                 "has any, else histories ordered by timestamp")
-        window: int | None = param(10, ge=1, doc="max distance in positions between "
-                                                 "co-occurring views (None: whole sequence)")
+        window: int | None = param(10, ge=1, le=1_000_000,
+                                   doc="max distance in positions between "
+                                       "co-occurring views (None: whole sequence)")
         direction: str = param("symmetric", choices=("symmetric", "forward"),
                                doc="count both orders, or only B viewed after A")
         normalization: str = param("cosine", choices=NORMALIZATIONS,
@@ -144,16 +147,21 @@ class CoVisitation(Recommender):
         half_life_days: float | None = param(None, gt=0.0,
                                              doc="time decay of co-occurrences (None: off)")
         min_count: float = param(0.0, ge=0.0, doc="drop pairs with a smaller (weighted) count")
-        top_k: int = param(100, ge=1, doc="neighbours kept per item")
-        n_recent: int | None = param(None, ge=1, doc="latest history items a known user is "
-                                                     "scored from (None: all)")
+        top_k: int = param(100, ge=1, le=1_000_000, doc="neighbours kept per item")
+        n_recent: int | None = param(None, ge=1, le=1_000_000,
+                                     doc="latest history items a known user is "
+                                         "scored from (None: all)")
         recent_decay: float = param(1.0, gt=0.0, le=1.0,
                                     doc="weight decay^age of a known user's recent items")
         fill_popular: bool = param(True, doc="rank items without evidence by popularity")
 
     # ------------------------------------------------------------------ fitting
+    @guard_fit
     def _fit(self, data: Dataset) -> None:
         cfg = self.config
+        check_allocation(dense_bytes(data.n_items, min(cfg.top_k, data.n_items), itemsize=24),
+                         f"covisitation with top_k={cfg.top_k} ({data.n_items} items)",
+                         advice="lower top_k")
         items, times, seq_lo, seq_hi, ordered, timed = self._event_sequences(data)
         if cfg.direction == "forward" and not ordered:
             raise ConfigError("direction='forward' needs ordered events: sessions or "
@@ -236,17 +244,18 @@ class CoVisitation(Recommender):
         weights.data[:] = 1.0
         return weights
 
-    def _score(self, histories: sp.csr_matrix, users: np.ndarray | None) -> np.ndarray:
+    def _score(self, query: Query) -> np.ndarray:
+        histories, users = query.history, query.stored_users
         scores = neighbour_scores(self._query_weights(histories, users), self.neighbours_)
         return fill_unscored(scores, self.item_counts_) if self.config.fill_popular else scores
 
     def _similar(self, items: np.ndarray) -> np.ndarray:
         return self.neighbours_[items].toarray().astype(np.float32)
 
-    def _explain(self, histories: sp.csr_matrix, users: np.ndarray | None, item: int,
-                 n: int) -> tuple[str, np.ndarray, np.ndarray]:
+    def _explain(self, query: Query, item: int, n: int) -> tuple[str, np.ndarray, np.ndarray]:
         """History items a with their weight q_a * W[a, item] (they sum to the score)."""
-        query = self._query_weights(histories[:1], None if users is None else users[:1])
-        contributions = query.data * self.neighbours_[query.indices, item].toarray().ravel()
+        users = query.stored_users
+        weights = self._query_weights(query.history[:1], None if users is None else users[:1])
+        contributions = weights.data * self.neighbours_[weights.indices, item].toarray().ravel()
         keep = contributions != 0
-        return "item", query.indices[keep], contributions[keep]
+        return "item", weights.indices[keep], contributions[keep]

@@ -38,11 +38,13 @@ import scipy.sparse as sp
 from numba import prange
 
 from recoforge.data.dataset import Dataset
-from recoforge.errors import ConfigError, DataError
+from recoforge.errors import DataError, ResourceError
 from recoforge.models._factors import compute_threads
 from recoforge.models.base import Recommender
 from recoforge.models.params import ModelConfig, param
+from recoforge.models.query import Query
 from recoforge.models.registry import register
+from recoforge.resources import format_bytes, guard_fit, meminfo_available
 
 MEMINFO = Path("/proc/meminfo")
 #: dense n_items x n_items matrices alive at the peak of a fit (Gram/inverse + one spare)
@@ -95,14 +97,8 @@ def _sparse_dense(indptr, indices, values, dense, out):  # pragma: no cover - co
 
 
 def available_memory_bytes() -> int | None:
-    """MemAvailable from /proc/meminfo, or None where it cannot be read."""
-    try:
-        for line in MEMINFO.read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
+    """MemAvailable from ``MEMINFO`` (/proc/meminfo), or None where it cannot be read."""
+    return meminfo_available(MEMINFO)
 
 
 @register
@@ -134,7 +130,8 @@ class EASE(Recommender):
 
     @dataclass(frozen=True)
     class Config(ModelConfig):
-        regularization: float = param(500.0, gt=0.0, doc="lambda added to diag(X^T X)")
+        regularization: float = param(500.0, gt=0.0, le=1e12,
+                                      doc="lambda added to diag(X^T X)")
         dropout: float = param(0.0, ge=0.0, lt=1.0,
                                doc="EDLAE dropout p: adds p/(1-p) diag(X^T X) to lambda")
         binary: bool = param(True, doc="use [r > 0] instead of the interaction values")
@@ -146,10 +143,11 @@ class EASE(Recommender):
                                            doc="gamma: scores multiplied by popularity^gamma")
         precision: str = param("float32", choices=("float32", "float64"),
                                doc="floating type of the dense item-item matrix")
-        max_memory_gb: float | None = param(None, gt=0.0,
+        max_memory_gb: float | None = param(None, gt=0.0, le=1e6,
                                             doc="memory budget (default: MemAvailable)")
-        n_threads: int = param(0, ge=0, doc="threads of the numba kernels (0: all)")
+        n_threads: int = param(0, ge=0, le=1024, doc="threads of the numba kernels (0: all)")
 
+    @guard_fit
     def _fit(self, data: Dataset) -> None:
         cfg = self.config
         n_items = self.train_matrix_.shape[1]
@@ -193,15 +191,38 @@ class EASE(Recommender):
         return z
 
     def _check_memory(self, n_items: int, dtype: np.dtype) -> None:
-        need = PEAK_MATRICES * n_items * n_items * dtype.itemsize
-        budget = (self.config.max_memory_gb * 2**30 if self.config.max_memory_gb is not None
-                  else available_memory_bytes())
-        if budget is not None and need > budget:
-            raise ConfigError(
-                f"ease needs about {need / 2**30:.1f} GiB for {n_items} items (dense "
-                f"{n_items} x {n_items} {dtype.name} matrices) but {budget / 2**30:.1f} GiB "
-                f"is available; use 'item_knn' (sparse neighbourhoods), keep fewer items "
-                f"(e.g. drop rare ones), or precision='float32'")
+        """Refuse before allocating when the dense matrices exceed the budget: the
+        machine's available memory, lowered (never raised) by ``max_memory_gb``."""
+        need = float(PEAK_MATRICES) * float(n_items) ** 2 * dtype.itemsize
+        if dtype.itemsize != 4:
+            need += float(n_items) ** 2 * 4  # the float32 copy of the weights
+        available = available_memory_bytes()
+        cap = self.config.max_memory_gb
+        cap_bytes = None if cap is None else cap * 2**30
+        budgets = [b for b in (available, cap_bytes) if b is not None]
+        if not budgets or need <= min(budgets):
+            return
+        budget = min(budgets)
+        source = ("is available" if cap_bytes is None or (available is not None
+                                                          and available <= cap_bytes)
+                  else f"is allowed by max_memory_gb={cap:g}")
+        raise ResourceError(
+            f"ease needs about {format_bytes(need)} for {n_items} items (dense "
+            f"{n_items} x {n_items} {dtype.name} matrices) but {format_bytes(budget)} "
+            f"{source}; {self._memory_advice(need, dtype, available, cap_bytes)}")
+
+    @staticmethod
+    def _memory_advice(need: float, dtype: np.dtype, available: int | None,
+                       cap_bytes: float | None) -> str:
+        """Only remedies that would help: never the setting already in use."""
+        advice = ["use 'item_knn' (sparse neighbourhoods)",
+                  "keep fewer items (e.g. drop rare ones)"]
+        if dtype.itemsize > 4:
+            advice.append("use precision='float32' (half the memory)")
+        if cap_bytes is not None and (available is None or need <= available):
+            advice.append("raise max_memory_gb" + ("" if available is None else
+                          f" (the machine has {format_bytes(available)} available)"))
+        return ", ".join(advice[:-1]) + " or " + advice[-1]
 
     @staticmethod
     def _invert_upper(gram: np.ndarray) -> np.ndarray:
@@ -227,7 +248,8 @@ class EASE(Recommender):
             histories.data = (histories.data != 0).astype(np.float32)
         return histories
 
-    def _score(self, histories: sp.csr_matrix, users: np.ndarray | None) -> np.ndarray:
+    def _score(self, query: Query) -> np.ndarray:
+        histories = query.history
         x = self._input(histories)
         out = np.zeros((x.shape[0], self.weights_.shape[1]), np.float32)
         with compute_threads(self.config.n_threads, limit_blas=False):
@@ -238,9 +260,9 @@ class EASE(Recommender):
         """Row j of B: how much a history holding item j raises each other item's score."""
         return np.asarray(self.weights_[items], dtype=np.float32)
 
-    def _explain(self, histories: sp.csr_matrix, users: np.ndarray | None, item: int,
-                 n: int) -> tuple[str, np.ndarray, np.ndarray]:
+    def _explain(self, query: Query, item: int, n: int) -> tuple[str, np.ndarray, np.ndarray]:
         """Contribution of history item j to s_i: x_j B_ji."""
+        histories = query.history
         x = self._input(histories[:1])
         items = x.indices.astype(np.int64)
         return "item", items, x.data.astype(np.float64) * self.weights_[items, item]

@@ -27,6 +27,7 @@ Haveliwala (2002), "Topic-sensitive PageRank", WWW (personalized PageRank).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,8 +37,10 @@ from recoforge.data.dataset import Dataset
 from recoforge.models.base import Recommender
 from recoforge.models.covisitation import fill_unscored
 from recoforge.models.params import ModelConfig, param
+from recoforge.models.query import Query
 from recoforge.models.registry import register
 from recoforge.models.similarity import neighbour_scores, topk_neighbours
+from recoforge.resources import check_allocation, dense_bytes, guard_fit
 
 DENSE_BLOCK_BYTES = 1 << 26  # 64 MiB
 
@@ -66,8 +69,14 @@ class _ItemWalk(Recommender):
     def _beta(self) -> float:
         return 0.0
 
+    @guard_fit
     def _fit(self, data: Dataset) -> None:
         cfg = self.config
+        n_items = data.n_items  # top-k lists (+ CSR copy) and per-thread scratch rows
+        check_allocation(dense_bytes(n_items, min(cfg.top_k, n_items), itemsize=24)
+                         + dense_bytes(os.cpu_count() or 1, n_items, itemsize=32),
+                         f"{self.name} with top_k={cfg.top_k} ({n_items} items)",
+                         advice="lower top_k")
         user_item = binary_csr(data.matrix())
         degree = np.asarray(user_item.sum(axis=0), dtype=np.float64).ravel()
         p_ui = row_normalize(user_item, cfg.alpha)
@@ -86,16 +95,17 @@ class _ItemWalk(Recommender):
         self.similarity_ = similarity
         self.item_degree_ = degree.astype(np.float32)
 
-    def _score(self, histories: sp.csr_matrix, users: np.ndarray | None) -> np.ndarray:
+    def _score(self, query: Query) -> np.ndarray:
+        histories = query.history
         scores = neighbour_scores(binary_csr(histories), self.similarity_)
         return fill_unscored(scores, self.item_degree_)
 
     def _similar(self, items: np.ndarray) -> np.ndarray:
         return self.similarity_[items].toarray().astype(np.float32)
 
-    def _explain(self, histories: sp.csr_matrix, users: np.ndarray | None, item: int,
-                 n: int) -> tuple[str, np.ndarray, np.ndarray]:
+    def _explain(self, query: Query, item: int, n: int) -> tuple[str, np.ndarray, np.ndarray]:
         """History items a with W[a, item] (binary history: they sum to the score)."""
+        histories = query.history
         history = binary_csr(histories[:1])
         contributions = self.similarity_[history.indices, item].toarray().ravel()
         keep = contributions != 0
@@ -111,7 +121,7 @@ class P3Alpha(_ItemWalk):
     @dataclass(frozen=True)
     class Config(ModelConfig):
         alpha: float = param(1.0, gt=0.0, le=5.0, doc="exponent of transition probabilities")
-        top_k: int = param(100, ge=1, doc="neighbours kept per item")
+        top_k: int = param(100, ge=1, le=1_000_000, doc="neighbours kept per item")
         normalize_rows: bool = param(False, doc="rescale each item's neighbours to sum 1")
 
 
@@ -178,7 +188,8 @@ class PersonalizedPageRank(Recommender):
             out[start:stop] = state.T
         return out
 
-    def _score(self, histories: sp.csr_matrix, users: np.ndarray | None) -> np.ndarray:
+    def _score(self, query: Query) -> np.ndarray:
+        histories = query.history
         scores = self.walk(binary_csr(histories)) * self.penalty_
         return fill_unscored(scores, self.item_degree_)
 
@@ -188,9 +199,9 @@ class PersonalizedPageRank(Recommender):
                              shape=(len(items), len(self.item_index_)))
         return self.walk(rows) * self.penalty_
 
-    def _explain(self, histories: sp.csr_matrix, users: np.ndarray | None, item: int,
-                 n: int) -> tuple[str, np.ndarray, np.ndarray]:
+    def _explain(self, query: Query, item: int, n: int) -> tuple[str, np.ndarray, np.ndarray]:
         """PageRank is linear in the restart vector: x = sum_a q_a PPR(a), exactly split."""
+        histories = query.history
         history = binary_csr(histories[:1])
         keys = history.indices
         if len(keys) == 0:

@@ -28,6 +28,7 @@ from recoforge.errors import ConfigError, NotSupportedError
 from recoforge.models.base import Recommender
 from recoforge.models.baseline import bias_estimates, user_bias_from_history
 from recoforge.models.params import ModelConfig, param
+from recoforge.models.query import Query
 from recoforge.models.registry import register
 from recoforge.models.similarity import (
     CENTRED,
@@ -41,6 +42,7 @@ from recoforge.models.similarity import (
     similarity_matrix,
     topk_neighbours,
 )
+from recoforge.resources import check_allocation, dense_bytes, guard_fit
 
 VARIANTS = ("plain", "mean-centred", "baseline")
 
@@ -50,16 +52,18 @@ class KNNConfig(ModelConfig):
     """Hyperparameters shared by item-kNN and user-kNN."""
 
     similarity: str = param("cosine", choices=SIMILARITIES, doc="similarity measure")
-    k: int = param(50, ge=1, doc="neighbours kept per item (item-kNN) or user (user-kNN)")
+    k: int = param(50, ge=1, le=1_000_000,
+                   doc="neighbours kept per item (item-kNN) or user (user-kNN)")
     min_similarity: float = param(0.0, doc="neighbours with a lower similarity are dropped")
     shrinkage: float = param(0.0, ge=0.0, doc="beta in sim * n / (n + beta), n = co-support")
-    min_support: int = param(1, ge=1, doc="minimum co-support of a neighbour pair")
+    min_support: int = param(1, ge=1, le=10**9, doc="minimum co-support of a neighbour pair")
     weighting: str = param("none", choices=WEIGHTINGS, doc="BM25/TF-IDF input weighting")
     bm25_k1: float = param(1.2, ge=0.0, doc="BM25 term saturation k1")
     bm25_b: float = param(0.75, ge=0.0, le=1.0, doc="BM25 length normalisation b")
     binary: bool = param(False, doc="treat every interaction as 1 (similarity and scoring)")
     rating_variant: str = param("baseline", choices=VARIANTS, doc="rating prediction form")
-    predict_k: int | None = param(None, ge=1, doc="neighbours used per rating (None: all)")
+    predict_k: int | None = param(None, ge=1, le=1_000_000,
+                                  doc="neighbours used per rating (None: all)")
     reg_user: float = param(15.0, ge=0.0, doc="user-bias damping of the baseline")
     reg_item: float = param(10.0, ge=0.0, doc="item-bias damping of the baseline")
     baseline_epochs: int = param(10, ge=1, le=1000, doc="ALS passes of the baseline")
@@ -190,7 +194,7 @@ class _NeighbourModel(Recommender):
     def _item_major(self) -> sp.csr_matrix:
         """Training ratings as item x user CSR with sorted indices (cached)."""
         if getattr(self, "_by_item", None) is None:
-            self._by_item = self.train_matrix_.T.tocsr()
+            self._by_item = self.neighbour_ratings_.T.tocsr()
             self._by_item.sort_indices()
         return self._by_item
 
@@ -269,9 +273,14 @@ class ItemKNN(_NeighbourModel):
 
     name = "item_knn"
 
+    @guard_fit
     def _fit(self, data: Dataset) -> None:
         self._fit_baselines(data)
         cfg = self.config
+        n_items = self.train_matrix_.shape[1]  # top-k lists + per-thread scratch rows
+        check_allocation(dense_bytes(n_items, min(cfg.k, n_items), itemsize=24)
+                         + dense_bytes(numba.get_num_threads(), n_items, itemsize=32),
+                         f"item_knn with k={cfg.k} ({n_items} items)", advice="lower k")
         item_rows = self._values(self.train_matrix_).T.tocsr()
         baseline = (self.global_mean_, self.item_bias_, self.user_bias_)
         self.similarity_ = similarity_matrix(
@@ -280,7 +289,8 @@ class ItemKNN(_NeighbourModel):
             weighting=cfg.weighting, bm25_k1=cfg.bm25_k1, bm25_b=cfg.bm25_b,
             baseline=baseline)
 
-    def _score(self, histories: sp.csr_matrix, users: np.ndarray | None) -> np.ndarray:
+    def _score(self, query: Query) -> np.ndarray:
+        histories = query.history
         return neighbour_scores(self._values(histories), self.similarity_)
 
     def _predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
@@ -289,8 +299,8 @@ class ItemKNN(_NeighbourModel):
     def _similar(self, items: np.ndarray) -> np.ndarray:
         return self.similarity_[items].toarray().astype(np.float32, copy=False)
 
-    def _explain(self, histories: sp.csr_matrix, users: np.ndarray | None, item: int,
-                 n: int) -> tuple[str, np.ndarray, np.ndarray]:
+    def _explain(self, query: Query, item: int, n: int) -> tuple[str, np.ndarray, np.ndarray]:
+        histories = query.history
         history = self._values(histories[:1])
         column = self.similarity_[:, [item]].toarray().ravel()
         contributions = history.data * column[history.indices]
@@ -315,7 +325,8 @@ class UserKNN(_NeighbourModel):
 
     def _fit(self, data: Dataset) -> None:
         self._fit_baselines(data)
-        values = self._values(self.train_matrix_)
+        self.neighbour_ratings_ = sp.csr_matrix(self.train_matrix_, dtype=np.float32)
+        values = self._values(self.neighbour_ratings_)
         self.idf_ = column_idf(values)
         lengths = np.asarray(values.sum(axis=1), np.float64).ravel()
         self.average_length_ = float(lengths.mean())
@@ -324,7 +335,7 @@ class UserKNN(_NeighbourModel):
     def _target_rows(self) -> tuple[sp.csr_matrix, sp.csr_matrix]:
         """Training users transformed for the similarity, and its inverted index (cached)."""
         if getattr(self, "_targets", None) is None:
-            rows = self._query_rows(self.train_matrix_, self.user_bias_)
+            rows = self._query_rows(self.neighbour_ratings_, self.user_bias_)
             self._targets = (rows, rows.T.tocsr())
         assert self._targets is not None
         return self._targets
@@ -345,10 +356,13 @@ class UserKNN(_NeighbourModel):
                             bm25_b=cfg.bm25_b)
 
     def _neighbours(self, histories: sp.csr_matrix, users: np.ndarray | None,
-                    k: int) -> sp.csr_matrix:
+                    k: int, exclude: np.ndarray | None = None) -> sp.csr_matrix:
+        """Each history row's top-``k`` training users; ``users`` (stored rows) supply
+        their trained biases, ``exclude`` (default ``users``; -1: none) the user to skip."""
         cfg = self.config
         targets, inverted = self._target_rows()
-        exclude = None if users is None else np.asarray(users, np.int64)
+        if exclude is None and users is not None:
+            exclude = np.asarray(users, np.int64)
         bias = None if users is None else self.user_bias_[users]
         found = topk_neighbours(self._query_rows(histories, bias), targets, k,
                                 measure=cfg.similarity, inverted=inverted, exclude=exclude,
@@ -356,9 +370,10 @@ class UserKNN(_NeighbourModel):
                                 min_support=cfg.min_support)
         return found.to_csr(targets.shape[0])
 
-    def _score(self, histories: sp.csr_matrix, users: np.ndarray | None) -> np.ndarray:
-        weights = self._neighbours(histories, users, self.config.k)
-        scores = weights @ self._values(self.train_matrix_)
+    def _score(self, query: Query) -> np.ndarray:
+        weights = self._neighbours(query.history, query.stored_users, self.config.k,
+                                   exclude=query.users)
+        scores = weights @ self._values(self.neighbour_ratings_)
         return scores.toarray().astype(np.float32, copy=False)
 
     def _predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
@@ -369,15 +384,15 @@ class UserKNN(_NeighbourModel):
         for start in range(0, len(unique), batch):
             block = unique[start:start + batch]
             sel = (pair_list >= start) & (pair_list < start + len(block))
-            neighbours = self._neighbours(self.train_matrix_[block], block, k)
+            neighbours = self._neighbours(self.neighbour_ratings_[block], block, k)
             out[sel] = self._predict_with(neighbours, pair_list[sel] - start, items[sel], True,
                                           users[sel], items[sel])
         return out
 
-    def _explain(self, histories: sp.csr_matrix, users: np.ndarray | None, item: int,
-                 n: int) -> tuple[str, np.ndarray, np.ndarray]:
-        weights = self._neighbours(histories[:1], users, self.config.k)
-        column = self._values(self.train_matrix_)[:, [item]].toarray().ravel()
+    def _explain(self, query: Query, item: int, n: int) -> tuple[str, np.ndarray, np.ndarray]:
+        weights = self._neighbours(query.history[:1], query.stored_users, self.config.k,
+                                   exclude=query.users[:1])
+        column = self._values(self.neighbour_ratings_)[:, [item]].toarray().ravel()
         contributions = weights.data * column[weights.indices]
         keep = contributions != 0
         return "user", weights.indices[keep], contributions[keep]

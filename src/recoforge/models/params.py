@@ -21,20 +21,48 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import operator
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from recoforge.errors import ConfigError
 
+#: Largest seed: what numpy's legacy seeding, scikit-learn and the numba kernels accept.
+SEED_MAX = 2**32 - 1
+#: integers longer than this are shown by their size in messages, not in full
+MAX_READABLE_BITS = 128
+
 
 def param(default: Any, *, ge: float | None = None, gt: float | None = None,
           le: float | None = None, lt: float | None = None,
-          choices: Sequence[Any] | None = None, doc: str = "") -> Any:
-    """A dataclass field with validation metadata."""
-    meta = {"ge": ge, "gt": gt, "le": le, "lt": lt, "choices": choices, "doc": doc}
+          choices: Sequence[Any] | None = None, allow_inf: bool = False,
+          doc: str = "") -> Any:
+    """A dataclass field with validation metadata.
+
+    Parameters
+    ----------
+    default
+        The default value (validated like any other).
+    ge, gt, le, lt : float, optional
+        Bounds of a number (inclusive ``ge``/``le``, exclusive ``gt``/``lt``).
+    choices : sequence, optional
+        The only values allowed.
+    allow_inf : bool
+        Accept +-inf for a float parameter (default: floats must be finite).
+    doc : str
+        One line for help texts and ``recoforge models``.
+    """
+    meta = {"ge": ge, "gt": gt, "le": le, "lt": lt, "choices": choices,
+            "allow_inf": allow_inf, "doc": doc}
     return dataclasses.field(default=default, metadata=meta)
+
+
+def seed_param(doc: str = "random seed (None: fresh entropy)") -> Any:
+    """An optional seed: None or an integer in [0, SEED_MAX]."""
+    return param(None, ge=0, le=SEED_MAX, doc=doc)
 
 
 def _type_options(annotation: Any) -> tuple[set[type], bool]:
@@ -53,14 +81,19 @@ def _check_type(name: str, value: Any, allowed: set[type], optional: bool) -> An
             return None
         raise ConfigError(f"{name} may not be None")
     if float in allowed and isinstance(value, int) and not isinstance(value, bool):
-        return float(value) if int not in allowed else value
+        if int in allowed:
+            return value
+        try:
+            return float(value)
+        except OverflowError:
+            raise ConfigError(f"{name} must be a finite number, got {_short(value)}") from None
     for typ in allowed:
         if typ is int and isinstance(value, bool):
             continue
         if isinstance(value, typ):
             return value
     names = " or ".join(sorted(t.__name__ for t in allowed))
-    raise ConfigError(f"{name} must be {names}, got {value!r}")
+    raise ConfigError(f"{name} must be {names}, got {_short(value)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,13 +113,7 @@ class ModelConfig:
                 raise ConfigError(f"{f.name} must be one of {list(meta['choices'])}, "
                                   f"got {value!r}")
             if isinstance(value, (int, float)):
-                if value != value:
-                    raise ConfigError(f"{f.name} must be a number, got NaN")
-                for key, op, text in (("ge", float.__ge__, ">="), ("gt", float.__gt__, ">"),
-                                      ("le", float.__le__, "<="), ("lt", float.__lt__, "<")):
-                    bound = meta.get(key)
-                    if bound is not None and not op(float(value), float(bound)):
-                        raise ConfigError(f"{f.name} must be {text} {bound}, got {value!r}")
+                _check_number(f.name, value, meta)
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -114,6 +141,35 @@ class ModelConfig:
         return [(f.name, f.default, f.metadata.get("doc", "")) for f in dataclasses.fields(cls)]
 
 
+_BOUNDS = (("ge", operator.ge, ">="), ("gt", operator.gt, ">"),
+           ("le", operator.le, "<="), ("lt", operator.lt, "<"))
+
+
+def _check_number(name: str, value: float, meta: Mapping[str, Any]) -> None:
+    """NaN, infinities (unless ``allow_inf``) and the declared bounds, named.
+
+    Compares exactly (no float conversion), so a huge integer such as 10**400 is refused
+    by its bound instead of overflowing.
+    """
+    if value != value:
+        raise ConfigError(f"{name} must be a number, got NaN")
+    if isinstance(value, float) and math.isinf(value) and not meta.get("allow_inf"):
+        raise ConfigError(f"{name} must be a finite number, got {value!r}")
+    for key, op, text in _BOUNDS:
+        bound = meta.get(key)
+        if bound is not None and not op(value, bound):
+            raise ConfigError(f"{name} must be {text} {bound}, got {_short(value)}")
+
+
+def _short(value: Any) -> str:
+    """repr of a value, abbreviated for integers too long to read."""
+    if isinstance(value, int) and not isinstance(value, bool) \
+            and value.bit_length() > MAX_READABLE_BITS:
+        return f"an integer of about {int(value.bit_length() * math.log10(2)) + 1} digits"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _parse_value(key: str, text: str, allowed: set[type], optional: bool) -> Any:
     if optional and text.strip().lower() in ("none", "null", ""):
         return None
@@ -129,5 +185,6 @@ def _parse_value(key: str, text: str, allowed: set[type], optional: bool) -> Any
         return text
     try:
         return json.loads(text)
-    except json.JSONDecodeError:
-        raise ConfigError(f"cannot parse {key}={text!r}") from None
+    except ValueError:  # JSONDecodeError, or an integer beyond Python's digit limit
+        shown = text if len(text) <= 80 else text[:77] + "..."
+        raise ConfigError(f"cannot parse {key}={shown!r}") from None

@@ -17,12 +17,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse as sp
 
 from recoforge.data.dataset import Dataset
 from recoforge.errors import ConfigError, NotSupportedError
 from recoforge.models.base import Recommender
 from recoforge.models.params import ModelConfig, param
+from recoforge.models.query import Query
 from recoforge.models.registry import register
 
 SECONDS_PER_DAY = 86_400.0
@@ -39,13 +39,14 @@ class Popularity(Recommender):
     """
 
     name = "popularity"
+    needs_history = False
     predicts_ratings = True
 
     @dataclass(frozen=True)
     class Config(ModelConfig):
         measure: str = param("count", choices=("count", "rating"),
                              doc="rank by interaction count or by damped mean rating")
-        damping: float = param(5.0, ge=0.0, doc="pseudo-ratings at the global mean (m)")
+        damping: float = param(5.0, ge=0.0, le=1e12, doc="pseudo-ratings at the global mean (m)")
         half_life_days: float | None = param(None, gt=0.0,
                                              doc="time-decay half-life in days (None: off)")
 
@@ -74,7 +75,8 @@ class Popularity(Recommender):
         else:
             self.scores_ = weight_sum.astype(np.float32)
 
-    def _score(self, histories: sp.csr_matrix, users: np.ndarray | None) -> np.ndarray:
+    def _score(self, query: Query) -> np.ndarray:
+        histories = query.history
         return np.broadcast_to(self.scores_, (histories.shape[0], len(self.scores_))).copy()
 
     def _predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:

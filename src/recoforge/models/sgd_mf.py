@@ -41,8 +41,9 @@ import numpy as np
 from recoforge.data.dataset import Dataset
 from recoforge.errors import ConfigError
 from recoforge.models._factors import FactorModel
-from recoforge.models.params import ModelConfig, param
+from recoforge.models.params import ModelConfig, param, seed_param
 from recoforge.models.registry import register
+from recoforge.resources import check_allocation, dense_bytes, guard_fit
 
 EpochFn = Callable[[float], float]
 
@@ -220,7 +221,7 @@ class SGDConfig(ModelConfig):
     patience: int = param(2, ge=1, le=1000, doc="epochs without validation gain before stop")
     n_threads: int = param(1, ge=1, le=1024,
                            doc="1: deterministic; > 1: lock-free parallel epochs")
-    seed: int | None = param(None, doc="seed of the init and the shuffles")
+    seed: int | None = seed_param("seed of the init and the shuffles")
 
 
 class SGDRatingModel(FactorModel):
@@ -234,11 +235,16 @@ class SGDRatingModel(FactorModel):
     Config = SGDConfig
 
     # ----------------------------------------------------------------- fitting
+    @guard_fit
     def _fit(self, data: Dataset) -> None:
         if data.kind != "explicit":
             raise ConfigError(f"{self.name} needs explicit ratings (data kind {data.kind!r}); "
                               "use als or bpr for implicit feedback")
         cfg = self.config
+        rows = data.n_users + data.n_items  # (x2: SVD++ y_j, drifts, early-stop snapshot)
+        check_allocation(dense_bytes(2 * rows, cfg.n_factors, itemsize=12),
+                         f"{self.name} factors ({rows} users and items x {cfg.n_factors})",
+                         advice="lower n_factors")
         inter = data.interactions
         users = np.asarray(inter.users, dtype=np.int32)
         items = np.asarray(inter.items, dtype=np.int32)

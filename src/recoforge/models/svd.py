@@ -25,8 +25,10 @@ from scipy.sparse.linalg import svds
 from recoforge.data.dataset import Dataset
 from recoforge.errors import ConfigError
 from recoforge.models._factors import FactorModel
-from recoforge.models.params import ModelConfig, param
+from recoforge.models.params import ModelConfig, param, seed_param
+from recoforge.models.query import Query
 from recoforge.models.registry import register
+from recoforge.resources import check_allocation, dense_bytes, guard_fit
 
 
 @register
@@ -51,21 +53,28 @@ class PureSVD(FactorModel):
 
     @dataclass(frozen=True)
     class Config(ModelConfig):
-        n_factors: int = param(50, ge=1, doc="rank k of the truncated SVD")
+        n_factors: int = param(50, ge=1, le=10_000, doc="rank k of the truncated SVD")
         centering: str = param("none", choices=("none", "user", "item"),
                                doc="subtract user or item means from observed entries")
         solver: str = param("arpack", choices=("arpack", "randomized"),
                             doc="sparse SVD solver")
-        n_oversamples: int = param(10, ge=0, doc="randomized solver: extra range vectors")
-        n_power_iterations: int = param(4, ge=0, doc="randomized solver: power iterations")
-        seed: int | None = param(None, doc="seed of the solver's starting vectors")
+        n_oversamples: int = param(10, ge=0, le=10_000,
+                                   doc="randomized solver: extra range vectors")
+        n_power_iterations: int = param(4, ge=0, le=1000,
+                                        doc="randomized solver: power iterations")
+        seed: int | None = seed_param("seed of the solver's starting vectors")
 
+    @guard_fit
     def _fit(self, data: Dataset) -> None:
         cfg = self.config
         n_users, n_items = self.train_matrix_.shape
         if cfg.n_factors >= min(n_users, n_items):
             raise ConfigError(f"n_factors={cfg.n_factors} must be < min(n_users, n_items) = "
                               f"{min(n_users, n_items)} for a truncated SVD")
+        width = 3 * cfg.n_factors + cfg.n_oversamples + 1  # solver bases + factors
+        check_allocation(dense_bytes(n_users + n_items, width, itemsize=8),
+                         f"pure_svd of rank {cfg.n_factors} ({n_users} users, {n_items} items)",
+                         advice="lower n_factors")
         if cfg.centering != "none" and data.kind == "implicit":
             raise ConfigError(f"centering={cfg.centering!r} needs explicit ratings (implicit "
                               f"events all equal their mean); use centering='none'")
@@ -122,9 +131,9 @@ class PureSVD(FactorModel):
         factors = centred @ self.item_factors_.astype(np.float64)
         return factors.astype(np.float32), biases.astype(np.float32)
 
-    def _explain(self, histories: sp.csr_matrix, users: np.ndarray | None, item: int,
-                 n: int) -> tuple[str, np.ndarray, np.ndarray]:
+    def _explain(self, query: Query, item: int, n: int) -> tuple[str, np.ndarray, np.ndarray]:
         """Contribution of history item j to s_i: r_j v_j . v_i (centred r_j)."""
+        histories = query.history
         centred, _ = self._centre(sp.csr_matrix(histories)[:1])
         items = centred.indices.astype(np.int64)
         factors = self.item_factors_.astype(np.float64)

@@ -29,6 +29,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recoforge.models.params import param
+from recoforge.models.query import Query
 from recoforge.models.registry import register
 from recoforge.models.sgd_mf import (
     EpochFn,
@@ -221,10 +222,9 @@ class SVDpp(SGDRatingModel):
         factors, biases = super().fold_in(histories)
         return factors + implicit_sums(histories, self.implicit_factors_), biases
 
-    def _explain(self, histories: sp.csr_matrix, users: np.ndarray | None, item: int,
-                 n: int) -> tuple[str, np.ndarray, np.ndarray]:
+    def _explain(self, query: Query, item: int, n: int) -> tuple[str, np.ndarray, np.ndarray]:
         """Ridge contributions (fold-in view) plus each history item's q_i . y_j / sqrt|N|."""
-        source, items, weights = super()._explain(histories, users, item, n)
+        source, items, weights = super()._explain(query, item, n)
         if len(items) == 0:
             return source, items, weights
         implicit = self.implicit_factors_[items] @ self.item_factors_[item]

@@ -36,11 +36,11 @@ from dataclasses import dataclass
 
 import numba
 import numpy as np
-import scipy.sparse as sp
 
 from recoforge.data.dataset import Dataset
 from recoforge.errors import ConfigError
 from recoforge.models.params import param
+from recoforge.models.query import Query
 from recoforge.models.registry import register
 from recoforge.models.sgd_mf import EpochFn
 from recoforge.models.svdpp import (
@@ -225,6 +225,8 @@ class TimeSVDpp(SVDpp):
 
     name = "timesvdpp"
     uses_time = True
+    #: known users are scored with per-user, per-time-bin item biases: not a plain q . v
+    factorised = False
 
     @dataclass(frozen=True)
     class Config(SVDpp.Config):
@@ -412,10 +414,11 @@ class TimeSVDpp(SVDpp):
     def _predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         return self._predict_at(users, items, None)
 
-    def _score(self, histories: sp.csr_matrix, users: np.ndarray | None) -> np.ndarray:
+    def _score(self, query: Query) -> np.ndarray:
         """Known users: scores at their latest training day; histories: SVD++ fold-in."""
+        users = query.stored_users
         if users is None:
-            return super()._score(histories, None)
+            return super()._score(query)
         bins = self._bins_of(self.user_last_day_[users], self._n_bins())
         item_bias = self.item_static_bias_[None, :] + self.item_bin_bias_[:, bins].T
         scores = self.user_factors_[users] @ self.item_factors_.T
