@@ -19,21 +19,9 @@ from recoforge.errors import (
     NotSupportedError,
     UnknownIdError,
 )
-from tests.conformance.specs import SPECS, ModelSpec, taste_data
+from tests.conformance.specs import SPECS
 
 K = 10
-
-
-@pytest.fixture(scope="module")
-def data():
-    return taste_data(seed=0)
-
-
-@pytest.fixture(scope="module", params=SPECS, ids=[s.id for s in SPECS])
-def fitted(request, data):
-    spec: ModelSpec = request.param
-    train, _ = data
-    return spec, rf.create(spec.name, **spec.params).fit(train)
 
 
 def test_every_registered_model_has_a_spec():
@@ -131,7 +119,7 @@ def test_new_user_from_history(fitted, data):
 
 def test_save_load_round_trip_and_tamper(fitted, data, tmp_path: Path):
     _, model = fitted
-    model.save(tmp_path / "m")
+    model.save(tmp_path / "m", include_history=True)
     loaded = rf.load_model(tmp_path / "m")
     pd.testing.assert_frame_equal(loaded.recommend(k=K), model.recommend(k=K))
     assert loaded.get_params() == model.get_params()

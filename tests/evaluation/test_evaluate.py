@@ -17,6 +17,7 @@ from recoforge.errors import ConfigError, DataError, NotFittedError
 from recoforge.evaluation import Comparison, compare, evaluate
 from recoforge.evaluation.protocols import _sample_negatives
 from recoforge.models.base import Recommender
+from recoforge.models.query import Query
 
 
 # ---------------------------------------------------------------------- test-only models
@@ -28,8 +29,9 @@ class Oracle(Recommender):
     def _fit(self, data: Dataset) -> None:
         pass
 
-    def _score(self, histories: sp.csr_matrix, users: np.ndarray | None) -> np.ndarray:
-        scores = np.zeros(histories.shape, dtype=np.float32)
+    def _score(self, query: Query) -> np.ndarray:
+        scores = np.zeros(query.history.shape, dtype=np.float32)
+        users = query.stored_users
         if users is not None:
             scores += self.truth[users].toarray()
         return scores
@@ -41,8 +43,8 @@ class Constant(Recommender):
     def _fit(self, data: Dataset) -> None:
         pass
 
-    def _score(self, histories: sp.csr_matrix, users: np.ndarray | None) -> np.ndarray:
-        return np.zeros(histories.shape, dtype=np.float32)
+    def _score(self, query: Query) -> np.ndarray:
+        return np.zeros(query.history.shape, dtype=np.float32)
 
 
 class RandomScores(Recommender):
@@ -51,9 +53,9 @@ class RandomScores(Recommender):
     def _fit(self, data: Dataset) -> None:
         self.calls_ = 0
 
-    def _score(self, histories: sp.csr_matrix, users: np.ndarray | None) -> np.ndarray:
+    def _score(self, query: Query) -> np.ndarray:
         self.calls_ += 1
-        return np.random.default_rng(self.calls_).random(histories.shape).astype(np.float32)
+        return np.random.default_rng(self.calls_).random(query.history.shape).astype(np.float32)
 
 
 def fitted_oracle(split: Split) -> Oracle:

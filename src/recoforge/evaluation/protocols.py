@@ -21,7 +21,9 @@ from recoforge.data.ids import IdIndex
 from recoforge.data.split import Split
 from recoforge.errors import ConfigError
 from recoforge.evaluation import metrics as M
+from recoforge.models._scoring import score_candidates
 from recoforge.models.base import BATCH_BYTES, Recommender
+from recoforge.models.query import Query
 
 RATING_METRICS = ("rmse", "mae")
 
@@ -114,6 +116,36 @@ def _score_batches(model: Recommender, queries: Queries, batch: int
             hists.append(hist)
         scores = parts[0] if len(parts) == 1 else np.vstack(parts)
         yield start, stop, np.asarray(scores, dtype=np.float32), sp.vstack(hists, format="csr")
+
+
+def _query_batches(model: Recommender, queries: Queries, batch: int
+                   ) -> Iterator[tuple[int, int, Query]]:
+    """Yield (start, stop, Query) over the query rows; known and cold rows never mix."""
+    n_known = len(queries.known_users)
+    bounds = sorted({*range(0, queries.n, batch), n_known, queries.n} - {queries.n})
+    for start, stop in zip(bounds, [*bounds[1:], queries.n]):
+        if start < n_known:
+            yield start, stop, model.known_query(queries.known_users[start:stop])
+        else:
+            hist = queries.cold_histories[start - n_known:stop - n_known]
+            yield start, stop, Query.from_history(hist)
+
+
+def _case_candidates(local_rows: np.ndarray, local_start: np.ndarray, positives: np.ndarray,
+                     negatives: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One candidate row per query row holding each of its cases' positive + negatives.
+
+    Returns (candidates (n_rows, width) with -1 padding, columns (n_cases, 1 + n_neg):
+    where each case's positive and negatives sit in its row). Memory O(n_rows x width),
+    width = most cases of a row x (1 + n_neg).
+    """
+    per_case = 1 + negatives.shape[1]
+    case_in_row = np.arange(len(local_rows)) - local_start[local_rows]
+    width = max(1, int(np.diff(local_start).max(initial=0)) * per_case)
+    columns = case_in_row[:, None] * per_case + np.arange(per_case)[None, :]
+    candidates = np.full((len(local_start) - 1, width), -1, dtype=np.int64)
+    candidates[local_rows[:, None], columns] = np.column_stack([positives, negatives])
+    return candidates, columns
 
 
 def default_batch(model: Recommender, batch_size: int | None) -> int:
@@ -323,15 +355,14 @@ def sampled_protocol(model: Recommender, queries: Queries, ks: tuple[int, ...],
     case_start = np.searchsorted(rows, np.arange(queries.n + 1))
     rank = np.empty(len(rows), dtype=np.int64)
     auc = np.empty(len(rows), dtype=np.float64)
-    for start, stop, scores, _ in _score_batches(model, queries, batch):
+    for start, stop, query in _query_batches(model, queries, batch):
         lo, hi = case_start[start], case_start[stop]
         negatives = _sample_negatives(touched, case_start, start, stop, n_negatives, rng)
-        scores = np.nan_to_num(scores, nan=-np.inf)
-        local, case_items = rows[lo:hi] - start, items[lo:hi]
-        positive = np.full(hi - lo, -np.inf, dtype=np.float32)
-        known = case_items >= 0
-        positive[known] = scores[local[known], case_items[known]]
-        negative = scores[local[:, None], negatives]
+        candidates, columns = _case_candidates(rows[lo:hi] - start, case_start[start:stop + 1]
+                                               - lo, items[lo:hi], negatives)
+        scores = score_candidates(model, query, candidates)  # positives: -inf when unknown
+        per_case = np.take_along_axis(scores[rows[lo:hi] - start], columns, axis=1)
+        positive, negative = per_case[:, 0], per_case[:, 1:]
         rank[lo:hi] = 1 + (negative >= positive[:, None]).sum(axis=1)  # ties rank above
         auc[lo:hi] = M.auc_sampled(positive, negative)
     timings["ranking"] = time.perf_counter() - started

@@ -20,59 +20,11 @@ and the fold-in regularisation via ``_fold_in_regularization``.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import warnings
-from collections.abc import Iterator
-
-import numba
 import numpy as np
 import scipy.sparse as sp
 
 from recoforge.models.base import Recommender
 from recoforge.models.query import Query
-
-_BLAS_ENV = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS")
-
-
-@contextlib.contextmanager
-def compute_threads(n_threads: int = 0, limit_blas: bool = True) -> Iterator[int]:
-    """Run numba-parallel kernels on ``n_threads`` threads (0: all), BLAS on one.
-
-    The one thread setting of the factor models: numba's pool is resized for the block and
-    restored afterwards. With ``limit_blas`` BLAS is limited to one thread meanwhile with
-    ``threadpoolctl`` when installed (kernels that call BLAS per row would otherwise
-    oversubscribe the cores), else a RuntimeWarning says so when the environment allows
-    several BLAS threads, as the implicit library does. Yields the thread count used.
-    """
-    previous = numba.get_num_threads()
-    limit = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]
-    threads = limit if n_threads <= 0 else min(int(n_threads), limit)
-    numba.set_num_threads(threads)
-    try:
-        if not limit_blas:
-            yield threads
-            return
-        try:
-            from threadpoolctl import threadpool_limits
-        except ImportError:  # pragma: no cover - depends on the environment
-            _warn_blas_threads()
-            yield threads
-        else:
-            with threadpool_limits(limits=1, user_api="blas"):
-                yield threads
-    finally:
-        numba.set_num_threads(previous)
-
-
-def _warn_blas_threads() -> None:  # pragma: no cover - needs threadpoolctl absent
-    for name in _BLAS_ENV:
-        value = os.environ.get(name)
-        if value != "1":
-            warnings.warn(f"{name} is {value or 'unset'}: BLAS may use several threads while "
-                          f"numba-parallel solves run; set {name}=1 or install threadpoolctl",
-                          RuntimeWarning, stacklevel=3)
-            return
 
 
 class FactorModel(Recommender):
@@ -80,6 +32,8 @@ class FactorModel(Recommender):
 
     factorised = True
     user_state = "fold_in"
+    #: learned state and its axes, checked on load (see recoforge.artifacts.state)
+    state_spec = {"user_factors_": "users x d", "item_factors_": "items x d"}
 
     #: implicit models fold in confidence-weighted preferences instead of ratings
     implicit_fold_in: bool = False
@@ -190,6 +144,8 @@ class FactorModel(Recommender):
 
     def query_vectors(self, query: Query) -> np.ndarray:
         """q with q . v = score: [u, 1, mu + b_u] for biased models, else u (float32)."""
+        if not self.factorised:
+            return super().query_vectors(query)
         factors, bias = self._user_terms(query)
         if bias is None:
             return np.ascontiguousarray(factors, dtype=np.float32)

@@ -11,9 +11,9 @@ C = 1 + alpha R; minimise sum_(u,i) c_ui (p_ui - x_u.y_i)^2 + lambda (|X|^2 + |Y
 Y^T Y computed once per half-step (BLAS), by a few warm-started conjugate-gradient steps
 (Takacs, Pilaszy, Tikk 2011; the implicit library's default) or exactly (Cholesky).
 
-Per-row solves are numba kernels, parallel over rows (``n_threads``; BLAS held to one
-thread meanwhile). Factors are float32. Memory O(nnz + (n_users + n_items) d); time per
-iteration O(nnz d s + (n_users + n_items) d^2 s) with s CG steps, O(nnz d^2 + n d^3) exact.
+Per-row solves are numba kernels, parallel over rows (``n_threads``, default the one
+setting of :mod:`recoforge.threads`). Factors are float32. Memory
+O(nnz + (n_users + n_items) d); time per iteration O(nnz d s + (n_users + n_items) d^2 s) with s CG steps, O(nnz d^2 + n d^3) exact.
 """
 
 from __future__ import annotations
@@ -28,10 +28,11 @@ from numba import prange
 
 from recoforge.data.dataset import Dataset
 from recoforge.errors import ConfigError
-from recoforge.models._factors import FactorModel, compute_threads
+from recoforge.models._factors import FactorModel
 from recoforge.models.params import ModelConfig, param, seed_param
 from recoforge.models.registry import register
 from recoforge.resources import check_allocation, dense_bytes, guard_fit
+from recoforge.threads import numba_threads
 
 BLOCKS_PER_THREAD = 8
 
@@ -221,13 +222,16 @@ class _ALSConfig(ModelConfig):
                         doc="per-row solver: warm-started conjugate gradient or exact Cholesky")
     cg_steps: int = param(3, ge=1, le=1000,
                           doc="conjugate-gradient steps per row and half-iteration")
-    n_threads: int = param(0, ge=0, le=1024, doc="threads of the parallel solves (0: all)")
+    n_threads: int = param(0, ge=0, le=1024,
+                           doc="threads of the parallel solves (0: recoforge.threads)")
     track_loss: bool = param(False, doc="record the training objective per iteration")
     seed: int | None = seed_param("seed of the factor initialisation")
 
 
 class _ALSBase(FactorModel):
     """Shared alternating loop; subclasses define the per-side systems."""
+    #: learned state and its axes, checked on load (see recoforge.artifacts.state)
+    state_spec = {"iteration_seconds_": "*", "loss_history_": "*: nonfinite"}
 
     # hooks each ALS variant defines
     def _check_data(self, data: Dataset) -> None:
@@ -266,7 +270,7 @@ class _ALSBase(FactorModel):
         rng = self._rng()
         users, items = self._init_factors(by_user.shape, rng)
         losses, seconds = [], []
-        with compute_threads(cfg.n_threads):
+        with numba_threads(cfg.n_threads):
             for _ in range(cfg.iterations):
                 start = time.perf_counter()
                 self._half_step(by_user, users, items, user_side=True)
@@ -296,7 +300,7 @@ class _ALSBase(FactorModel):
         fixed = self._fixed_items()
         weights, targets, ridge, design, base = self._system(histories, fixed, True)
         solved = np.zeros((histories.shape[0], design.shape[1]), np.float32)
-        with compute_threads(self.config.n_threads):
+        with numba_threads(self.config.n_threads):
             _solve_cholesky(histories.indptr, histories.indices, weights, targets, design,
                             *_base_args(base), ridge, solved, _n_blocks(len(solved)))
         return self._split_solution(solved)

@@ -323,7 +323,8 @@ class Recommender:
             labels = req.label_array(req.as_list(users))
             rows = self.user_index_.to_index(labels, unknown="ignore")
             known = np.flatnonzero(rows >= 0)
-            return labels, [(known, self.known_query(rows[known]))], np.flatnonzero(rows < 0)
+            parts = [(known, self.known_query(rows[known]))] if len(known) else []
+            return labels, parts, np.flatnonzero(rows < 0)
         hist_labels, given = self._history_matrix(history, unknown_items)
         if users is None:
             users_idx = np.full(len(hist_labels), -1, np.int64)
@@ -334,7 +335,8 @@ class Recommender:
         fresh = given.getnnz(axis=1) > 0
         stored_rows = np.flatnonzero(~fresh & (users_idx >= 0))
         fresh_rows = np.flatnonzero(fresh)
-        parts = [(stored_rows, self.known_query(users_idx[stored_rows]))]
+        parts = [(stored_rows, self.known_query(users_idx[stored_rows]))] \
+            if len(stored_rows) else []
         if len(fresh_rows):
             sub, ids = given[fresh_rows], users_idx[fresh_rows]
             known = np.flatnonzero(ids >= 0)

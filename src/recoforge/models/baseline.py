@@ -158,6 +158,8 @@ class BiasBaseline(Recommender):
     """
 
     name = "bias"
+    #: learned state and its axes, checked on load (see recoforge.artifacts.state)
+    state_spec = {"user_bias_": "users", "item_bias_": "items"}
     needs_history = False
     predicts_ratings = True
 

@@ -176,6 +176,10 @@ class BayesianMF(FactorModel):
     """
 
     name = "bpmf"
+    #: learned state and its axes, checked on load (see recoforge.artifacts.state)
+    state_spec = {"item_bias_samples_": "samples x items", "user_prior_mean_": "samples x k",
+                  "user_prior_precision_": "samples x k x k",
+                  "user_bias_precision_": "samples", "noise_precision_": "samples"}
     predicts_ratings = True
 
     @dataclass(frozen=True)

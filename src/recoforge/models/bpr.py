@@ -60,7 +60,7 @@ import scipy.sparse as sp
 
 from recoforge.data.dataset import Dataset
 from recoforge.errors import ConfigError, NotSupportedError
-from recoforge.models._factors import FactorModel, compute_threads
+from recoforge.models._factors import FactorModel
 from recoforge.models._ranking_kernels import (
     MAX_STREAMS,
     N_STATS,
@@ -75,6 +75,7 @@ from recoforge.models._ranking_kernels import (
 from recoforge.models.params import ModelConfig, param, seed_param
 from recoforge.models.registry import register
 from recoforge.resources import check_allocation, dense_bytes, guard_fit
+from recoforge.threads import numba_threads
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ class RankingMFConfig(ModelConfig):
     init_scale: float = param(0.1, gt=0.0, le=1000.0,
                               doc="initial factors ~ N(0, init_scale^2 / d)")
     n_threads: int = param(0, ge=0, le=1024,
-                           doc="threads (0: all numba threads); 1 is exactly reproducible")
+                           doc="threads (0: recoforge.threads); 1 is exactly reproducible")
     seed: int | None = seed_param("seed of the init and the samplers")
 
 
@@ -97,6 +98,8 @@ class RankingMF(FactorModel):
     """Shared fit loop of the sampled ranking models (not registered itself)."""
 
     implicit_fold_in = True
+    #: learned state and its axes, checked on load (see recoforge.artifacts.state)
+    state_spec = {"epoch_loss_": "epochs: nonfinite", "epoch_accuracy_": "epochs: nonfinite"}
     #: factor columns beyond n_factors (bias columns)
     _extra_columns = 1
     #: epoch accuracy over the updates made (else over all nnz samples)
@@ -148,7 +151,7 @@ class RankingMF(FactorModel):
                                     getattr(cfg, "popularity_exponent", 0.0))
         lr, reg = np.float32(cfg.learning_rate), np.float32(cfg.regularization)
         history = np.zeros((cfg.n_epochs, N_STATS))
-        with compute_threads(cfg.n_threads, limit_blas=False):
+        with numba_threads(cfg.n_threads):
             for epoch in range(cfg.n_epochs):
                 history[epoch] = self._epoch(positives, pairs, users, items,
                                              lr, reg, cdf, states)

@@ -30,7 +30,7 @@ import scipy.sparse as sp
 
 from recoforge.data.dataset import Dataset
 from recoforge.data.features import FeatureEncoder
-from recoforge.errors import ConfigError, DataError, NotSupportedError
+from recoforge.errors import ArtifactError, ConfigError, DataError, NotSupportedError
 from recoforge.models.base import Recommender
 from recoforge.models.params import ModelConfig, param
 from recoforge.models.query import Query
@@ -123,6 +123,10 @@ class ContentBased(Recommender):
     """
 
     name = "content"
+    #: learned state and its axes, checked on load (see recoforge.artifacts.state)
+    state_spec = {"item_matrix_": "items x features", "feature_names_": "features: text",
+                  "feature_weights_": "features: optional", "item_encoder_": "any: optional",
+                  "items_without_features_": "int"}
 
     @dataclass(frozen=True)
     class Config(ModelConfig):
@@ -159,6 +163,18 @@ class ContentBased(Recommender):
         self.feature_weights_ = weights
         self.item_encoder_ = encoder
         self.items_without_features_ = int((np.diff(self.item_matrix_.indptr) == 0).sum())
+
+    def _check_state(self) -> None:
+        """A loaded encoder must write exactly the saved feature columns."""
+        encoder = self.item_encoder_
+        if encoder is None:
+            return
+        if not isinstance(encoder, FeatureEncoder):
+            raise ArtifactError(f"item_encoder_ is a {type(encoder).__name__}, not a "
+                                f"FeatureEncoder")
+        if encoder.feature_names().tolist() != self.feature_names_.tolist():
+            raise ArtifactError("item_encoder_ writes other feature columns than the saved "
+                                "item features")
 
     # ------------------------------------------------------------------ new items
     def encode_items(self, frame: pd.DataFrame) -> sp.csr_matrix:

@@ -129,6 +129,9 @@ class CoVisitation(Recommender):
     """Item-to-item co-occurrence within a window of sessions or ordered histories."""
 
     name = "covisitation"
+    #: learned state and its axes, checked on load (see recoforge.artifacts.state)
+    state_spec = {"neighbours_": "items x items", "item_counts_": "items",
+                  "recent_items_": "users x items", "counted_from_": "str"}
 
     @dataclass(frozen=True)
     class Config(ModelConfig):

@@ -39,12 +39,12 @@ from numba import prange
 
 from recoforge.data.dataset import Dataset
 from recoforge.errors import DataError, ResourceError
-from recoforge.models._factors import compute_threads
 from recoforge.models.base import Recommender
 from recoforge.models.params import ModelConfig, param
 from recoforge.models.query import Query
 from recoforge.models.registry import register
 from recoforge.resources import format_bytes, guard_fit, meminfo_available
+from recoforge.threads import numba_threads
 
 MEMINFO = Path("/proc/meminfo")
 #: dense n_items x n_items matrices alive at the peak of a fit (Gram/inverse + one spare)
@@ -123,10 +123,12 @@ class EASE(Recommender):
     max_memory_gb : float, optional
         Memory the dense matrices may take; default the system's MemAvailable.
     n_threads : int
-        Threads of the Gram and scoring kernels (0: all).
+        Threads of the Gram and scoring kernels (0: the one setting, recoforge.threads).
     """
 
     name = "ease"
+    #: learned state and its axes, checked on load (see recoforge.artifacts.state)
+    state_spec = {"weights_": "items x items"}
 
     @dataclass(frozen=True)
     class Config(ModelConfig):
@@ -145,7 +147,8 @@ class EASE(Recommender):
                                doc="floating type of the dense item-item matrix")
         max_memory_gb: float | None = param(None, gt=0.0, le=1e6,
                                             doc="memory budget (default: MemAvailable)")
-        n_threads: int = param(0, ge=0, le=1024, doc="threads of the numba kernels (0: all)")
+        n_threads: int = param(0, ge=0, le=1024,
+                               doc="threads of the numba kernels (0: recoforge.threads)")
 
     @guard_fit
     def _fit(self, data: Dataset) -> None:
@@ -156,14 +159,14 @@ class EASE(Recommender):
         by_user = self._normalised_input().astype(dtype)
         by_item = by_user.T.tocsr()
         gram = np.zeros((n_items, n_items), dtype)
-        with compute_threads(cfg.n_threads, limit_blas=False):
+        with numba_threads(cfg.n_threads):
             _gram_upper(by_item.indptr, by_item.indices, by_item.data, by_user.indptr,
                         by_user.indices, by_user.data, gram)
         diagonal = np.diag_indices(n_items)
         gram[diagonal] *= 1.0 + cfg.dropout / (1.0 - cfg.dropout)
         gram[diagonal] += cfg.regularization
         inverse = self._invert_upper(gram)  # LAPACK, multi-threaded BLAS
-        with compute_threads(cfg.n_threads, limit_blas=False):
+        with numba_threads(cfg.n_threads):
             _weights_from_inverse(inverse)
         self.weights_ = inverse.astype(np.float32, copy=False)
         if cfg.item_norm or cfg.popularity_exponent:  # W = D_I^-alpha B D_I^gamma, in place
@@ -252,7 +255,7 @@ class EASE(Recommender):
         histories = query.history
         x = self._input(histories)
         out = np.zeros((x.shape[0], self.weights_.shape[1]), np.float32)
-        with compute_threads(self.config.n_threads, limit_blas=False):
+        with numba_threads(self.config.n_threads):
             _sparse_dense(x.indptr, x.indices, x.data, self.weights_, out)
         return out
 

@@ -65,6 +65,8 @@ def row_normalize(matrix: sp.csr_matrix, power: float = 1.0) -> sp.csr_matrix:
 
 class _ItemWalk(Recommender):
     """Shared fit and scoring of P3alpha / RP3beta (not registered)."""
+    #: learned state and its axes, checked on load (see recoforge.artifacts.state)
+    state_spec = {"similarity_": "items x items", "item_degree_": "items"}
 
     def _beta(self) -> float:
         return 0.0
@@ -144,6 +146,9 @@ class PersonalizedPageRank(Recommender):
     """Random walk with restart to the query's history items on the user-item graph."""
 
     name = "pagerank"
+    #: learned state and its axes, checked on load (see recoforge.artifacts.state)
+    state_spec = {"to_users_": "users x items", "to_items_": "items x users",
+                  "item_degree_": "items", "penalty_": "items"}
 
     @dataclass(frozen=True)
     class Config(ModelConfig):

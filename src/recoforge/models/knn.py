@@ -272,6 +272,8 @@ class ItemKNN(_NeighbourModel):
     """
 
     name = "item_knn"
+    #: learned state and its axes, checked on load (see recoforge.artifacts.state)
+    state_spec = {"similarity_": "items x items"}
 
     @guard_fit
     def _fit(self, data: Dataset) -> None:
@@ -322,6 +324,9 @@ class UserKNN(_NeighbourModel):
     """
 
     name = "user_knn"
+    #: learned state and its axes, checked on load (see recoforge.artifacts.state)
+    state_spec = {"idf_": "items", "average_length_": "float",
+                  "neighbour_ratings_": "users x items"}
 
     def _fit(self, data: Dataset) -> None:
         self._fit_baselines(data)

@@ -39,6 +39,8 @@ class Popularity(Recommender):
     """
 
     name = "popularity"
+    #: learned state and its axes, checked on load (see recoforge.artifacts.state)
+    state_spec = {"counts_": "items: int", "item_means_": "items", "scores_": "items"}
     needs_history = False
     predicts_ratings = True
 

@@ -70,8 +70,12 @@ def create(name: str, **params: Any) -> Recommender:
     return model_class(name)(**params)
 
 
-def load_model(path: str) -> Recommender:
-    """Load a model directory written by ``Recommender.save`` (verifies checksums)."""
+def load_model(path: str, history: Any = None) -> Recommender:
+    """Load a model directory written by ``Recommender.save`` (verifies checksums).
+
+    ``history`` (a users x items sparse matrix, or a history source) gives known users'
+    histories to a model saved without them.
+    """
     from recoforge.artifacts import load_model as _load
 
-    return _load(path)
+    return _load(path, history=history)

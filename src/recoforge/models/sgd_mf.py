@@ -44,6 +44,7 @@ from recoforge.models._factors import FactorModel
 from recoforge.models.params import ModelConfig, param, seed_param
 from recoforge.models.registry import register
 from recoforge.resources import check_allocation, dense_bytes, guard_fit
+from recoforge.threads import numba_threads
 
 EpochFn = Callable[[float], float]
 
@@ -232,6 +233,9 @@ class SGDRatingModel(FactorModel):
     """
 
     predicts_ratings = True
+    #: learned state and its axes, checked on load (see recoforge.artifacts.state)
+    state_spec = {"training_rmse_": "*: nonfinite", "validation_rmse_": "*: nonfinite",
+                  "n_epochs_run_": "int"}
     Config = SGDConfig
 
     # ----------------------------------------------------------------- fitting
@@ -276,10 +280,7 @@ class SGDRatingModel(FactorModel):
         scale = 1.0
         losses, val_rmse = [], []
         best, best_state, stale = np.inf, None, 0
-        threads = numba.get_num_threads()
-        limit = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]
-        numba.set_num_threads(min(cfg.n_threads, limit))
-        try:
+        with numba_threads(cfg.n_threads):
             for _ in range(cfg.n_epochs):
                 losses.append(np.sqrt(epoch(scale) / max(n_train, 1)))
                 scale *= cfg.lr_decay
@@ -292,8 +293,6 @@ class SGDRatingModel(FactorModel):
                     stale += 1
                     if stale >= cfg.patience:
                         break
-        finally:
-            numba.set_num_threads(threads)
         if best_state is not None:
             self._restore(best_state)
         self.training_rmse_ = np.asarray(losses)

@@ -155,6 +155,8 @@ class SVDpp(SGDRatingModel):
     """
 
     name = "svdpp"
+    #: learned state and its axes, checked on load (see recoforge.artifacts.state)
+    state_spec = {"implicit_factors_": "items x d"}
 
     @dataclass(frozen=True)
     class Config(SGDConfig):

@@ -224,6 +224,15 @@ class TimeSVDpp(SVDpp):
     """
 
     name = "timesvdpp"
+    #: learned state and its axes, checked on load (see recoforge.artifacts.state)
+    state_spec = {
+        "first_day_": "int", "last_day_": "int", "user_mean_day_": "users",
+        "user_days_": "slots: int", "user_day_indptr_": "users+1: int",
+        "user_last_day_": "users: int", "user_static_factors_": "users x d",
+        "user_static_bias_": "users", "item_static_bias_": "items",
+        "user_drift_factors_": "* x d", "user_drift_": "users", "user_scale_": "users",
+        "item_bin_bias_": "items x bins", "day_bias_": "slots", "day_scale_": "slots",
+        "user_bias_scale_": "users"}
     uses_time = True
     #: known users are scored with per-user, per-time-bin item biases: not a plain q . v
     factorised = False
@@ -363,6 +372,22 @@ class TimeSVDpp(SVDpp):
         self.user_factors_ = np.ascontiguousarray(factors, dtype=np.float32)
         self.item_bias_ = (self.item_static_bias_
                            + self.item_bin_bias_[:, -1]).astype(np.float32)
+
+    def _check_state(self) -> None:
+        """Invariants of the day layout a loaded model must hold (indices stay in bounds)."""
+        first, last = self.first_day_, self.last_day_
+        indptr, days = self.user_day_indptr_, self.user_days_
+        if not first <= last:
+            raise ValueError(f"first_day_ {first} is after last_day_ {last}")
+        if indptr[0] != 0 or indptr[-1] != len(days) or (np.diff(indptr) < 0).any():
+            raise ValueError("user_day_indptr_ is not a monotone 0..len(user_days_) sequence")
+        for label, values in (("user_days_", days), ("user_last_day_", self.user_last_day_)):
+            if len(values) and (values.min() < first or values.max() > last):
+                raise ValueError(f"{label} holds a day outside {first}..{last}")
+        if self.item_bin_bias_.shape[1] < 1:
+            raise ValueError("item_bin_bias_ has no time bins")
+        if self.user_drift_factors_.shape[0] not in (0, len(self.user_index_)):
+            raise ValueError("user_drift_factors_ has neither 0 nor n_users rows")
 
     # ----------------------------------------------------------------- time layout
     def _n_bins(self) -> int:
