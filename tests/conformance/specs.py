@@ -32,8 +32,12 @@ class ModelSpec:
     ----------
     name : registered model name.
     params : small, fast hyperparameters (include ``seed`` for stochastic models).
-    hit_rate_floor : minimum leave-one-out hit rate@10 on the conformance data
-        (random ranking scores about 10 / n_items = 0.07 there).
+    hit_rate_floor : minimum leave-one-out hit rate@10 on the 400-user conformance data
+        (random ranking scores about 0.08 there); the suite also requires that a random
+        ranker reaches the model's hit count with probability below 1e-3.
+    accuracy : "top_n" (the hit-rate check) or "rating" (models that rank by predicted
+        rating, which is not a top-N signal: held-out RMSE must beat every one of 1,000
+        random predictors).
     history_matches_known_user : recommending from a known user's training history must
         equal recommending for that user (true for models without per-user parameters).
     """
@@ -41,6 +45,7 @@ class ModelSpec:
     name: str
     params: dict[str, Any] = field(default_factory=dict)
     hit_rate_floor: float = 0.15
+    accuracy: str = "top_n"
     history_matches_known_user: bool = True
 
     @property
@@ -50,8 +55,8 @@ class ModelSpec:
 
 
 SPECS: list[ModelSpec] = [
-    ModelSpec("popularity", {}, hit_rate_floor=0.12),
-    ModelSpec("popularity", {"measure": "rating", "damping": 3.0}, hit_rate_floor=0.08),
+    ModelSpec("popularity", {}, hit_rate_floor=0.2),
+    ModelSpec("popularity", {"measure": "rating", "damping": 3.0}, accuracy="rating"),
 ]
 
 

@@ -19,7 +19,7 @@ from recoforge.errors import (
     NotSupportedError,
     UnknownIdError,
 )
-from tests.conformance.specs import SPECS
+from tests.conformance.specs import SPECS, taste_data
 
 K = 10
 
@@ -177,13 +177,63 @@ def test_predict_and_similar_items(fitted, data):
     assert not (sims["item"] == sims["similar_item"]).any()
 
 
-def test_accuracy_floor(fitted, data):
-    spec, model = fitted
-    held_out = data[1]
+@pytest.fixture(scope="module")
+def accuracy_data():
+    """More users than the contract checks use, so a random ranker is told apart."""
+    return taste_data(seed=0, n_users=400)
+
+
+def random_hits_tail(hit_probability: np.ndarray, hits: int) -> float:
+    """P(a random ranker gets >= ``hits`` hits): the Poisson-binomial tail over users."""
+    dist = np.zeros(len(hit_probability) + 1)
+    dist[0] = 1.0
+    for p in hit_probability:
+        dist[1:] = dist[1:] * (1 - p) + dist[:-1] * p
+        dist[0] *= 1 - p
+    return float(dist[hits:].sum())
+
+
+def test_random_hits_tail_is_the_binomial_tail():
+    from math import comb
+
+    p, n = 0.1, 30
+    expected = sum(comb(n, j) * p**j * (1 - p) ** (n - j) for j in range(7, n + 1))
+    assert random_hits_tail(np.full(n, p), 7) == pytest.approx(expected, rel=1e-12)
+
+
+def test_accuracy_beats_a_random_ranker(fitted, accuracy_data):
+    spec, _ = fitted
+    train, held_out = accuracy_data
+    model = rf.create(spec.name, **spec.params).fit(train)
+    if spec.accuracy == "rating":
+        _check_rating_accuracy(spec, model, train, held_out)
+        return
     recs = model.recommend(list(held_out["user"]), k=K)
-    hits = recs.merge(held_out[["user", "item"]], on=["user", "item"])
-    hit_rate = hits["user"].nunique() / len(held_out)
+    hits = recs.merge(held_out[["user", "item"]], on=["user", "item"])["user"].nunique()
+    candidates = train.n_items - model.train_matrix_.getnnz(axis=1)
+    p_value = random_hits_tail(np.minimum(1.0, K / candidates), hits)
+    assert p_value < 1e-3, f"{spec.id}: {hits} hits; a random ranker does as well " \
+                           f"with probability {p_value:.2g}"
+    hit_rate = hits / len(held_out)
     assert hit_rate >= spec.hit_rate_floor, f"{spec.id}: hit rate {hit_rate:.3f}"
+
+
+def _check_rating_accuracy(spec, model, train, held_out) -> None:
+    """Held-out RMSE below every one of 1,000 random predictors (uniform over the rating
+    range): a random predictor does as well with probability below 1e-3. (On this data
+    ratings depend on the user-item group match alone, which no bias model captures, so
+    the global mean is as good a predictor as a bias model here.)"""
+    truth = held_out["rating"].to_numpy(np.float64)
+    predicted = model.predict(held_out["user"], held_out["item"], unknown="nan")
+    ok = np.isfinite(predicted)
+    assert ok.mean() > 0.9
+    rmse = float(np.sqrt(np.mean((predicted[ok] - truth[ok]) ** 2)))
+    values = train.interactions.values
+    rng = np.random.default_rng(0)
+    guesses = rng.uniform(values.min(), values.max(), size=(1000, int(ok.sum())))
+    random_rmse = np.sqrt(((guesses - truth[ok]) ** 2).mean(axis=1))
+    assert rmse < random_rmse.min(), \
+        f"{spec.id}: RMSE {rmse:.3f}, best of 1,000 random predictors {random_rmse.min():.3f}"
 
 
 def test_explanations_name_real_sources(fitted, data):
