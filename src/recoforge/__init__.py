@@ -8,6 +8,8 @@ From raw interactions to served recommendations behind one model interface::
     model.recommend(["u1", "u2"], k=10)
 """
 
+# first: sets numba's cache location before any kernel module is imported
+from recoforge import _numba_cache  # noqa: F401
 from recoforge._version import __version__
 from recoforge.errors import (
     ArtifactError,

@@ -12,9 +12,10 @@ from typing import Any
 
 import pandas as pd
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from recoforge.errors import RecoforgeError
+from recoforge.errors import ConfigError, DataError, RecoforgeError
 
 #: metrics shown in the leaderboard (at the demo's k)
 BOARD_METRICS = ("ndcg", "precision", "recall", "map", "hit_rate", "coverage")
@@ -23,30 +24,60 @@ HEADERS = {"ndcg": "NDCG@{k}", "precision": "P@{k}", "recall": "R@{k}", "map": "
 
 
 def _leaderboard(data, split, k: int, seed: int, console: Console) -> tuple[pd.DataFrame, dict]:
-    from recoforge.evaluation import evaluate
-    from recoforge.models.registry import available_models, model_class
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from recoforge.models.registry import available_models
 
     rows, fitted, skipped = [], {}, []
-    for name in available_models():
-        fields = model_class(name).Config.field_names()
-        params: dict[str, Any] = {"seed": seed} if "seed" in fields else {}
-        try:
-            with console.status(f"fitting {name}"):
-                model = model_class(name)(**params).fit(split.train)
-                result = evaluate(model, split, k=[k], metrics=BOARD_METRICS)
-        except RecoforgeError as exc:  # e.g. a model that needs data the demo lacks
-            skipped.append(f"{name}: {exc}")
-            continue
-        fitted[name] = model
-        row: dict[str, Any] = {"model": name}
-        row.update({m: float(result.summary.get(f"{m}@{k}", result.summary.get(m, float("nan"))))
-                    for m in BOARD_METRICS})
-        row["fit_s"] = model.fit_seconds_
-        rows.append(row)
+    names = available_models()
+    bar = Progress(TextColumn("{task.description}"), BarColumn(),
+                   TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
+                   console=console, transient=True, disable=not console.is_terminal)
+    with bar:
+        task = bar.add_task("fitting", total=len(names))
+        for name in names:
+            bar.update(task, description=f"fitting {name}")
+            try:
+                model, result = _fit_one(name, split, k, seed)
+            except RecoforgeError as exc:  # e.g. a model that needs data the demo lacks
+                skipped.append(f"{name}: {exc}")
+                continue
+            finally:
+                bar.advance(task)
+            fitted[name] = model
+            row: dict[str, Any] = {"model": name}
+            row.update({m: float(result.summary.get(f"{m}@{k}",
+                                                    result.summary.get(m, float("nan"))))
+                        for m in BOARD_METRICS})
+            row["fit_s"] = model.fit_seconds_
+            rows.append(row)
     for line in skipped:
-        console.print(f"[yellow]skipped[/yellow] {line}")
+        console.print(f"[yellow]skipped[/yellow] {escape(line)}", highlight=False)
+    if not rows:
+        raise DataError(f"no model could be fitted on the demo data ({skipped[0]})")
     board = pd.DataFrame(rows).sort_values("ndcg", ascending=False).reset_index(drop=True)
     return board, fitted
+
+
+def _fit_one(name: str, split, k: int, seed: int) -> tuple[Any, Any]:
+    """One model fitted on the demo's training part and evaluated at ``k``."""
+    from recoforge.evaluation import evaluate
+    from recoforge.models.registry import model_class
+
+    fields = model_class(name).Config.field_names()
+    params: dict[str, Any] = {"seed": seed} if "seed" in fields else {}
+    model = model_class(name)(**params).fit(split.train)
+    return model, evaluate(model, split, k=[k], metrics=BOARD_METRICS)
+
+
+def _check_options(seed: int, k: int) -> None:
+    """Refuse a bad seed or list length before generating data or fitting anything."""
+    from recoforge.models.params import SEED_MAX
+
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
+        raise ConfigError(f"seed must be an integer in 0 .. {SEED_MAX}, got {seed!r}")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ConfigError(f"k must be a positive integer, got {k!r}")
 
 
 def _board_table(board: pd.DataFrame, k: int, title: str) -> Table:
@@ -74,10 +105,17 @@ def _describe(items: pd.DataFrame, info: pd.DataFrame | None, title: str,
 
 
 def run_demo(console: Console, seed: int = 0, k: int = 10, user: str | None = None) -> None:
-    """Run the demo and print to ``console``."""
+    """Run the demo and print to ``console``.
+
+    Raises
+    ------
+    ConfigError
+        ``seed`` outside 0 .. 2**32-1 or ``k`` < 1 (checked before anything is fitted).
+    """
     from recoforge.data.split import holdout_per_user
     from recoforge.data.synthetic import category_demo
 
+    _check_options(seed, k)
     data = category_demo(seed=seed)
     split = holdout_per_user(data, test_fraction=0.2, seed=seed)
     console.print(f"demo data: {len(data.interactions):,} ratings, {data.n_users} users, "

@@ -23,6 +23,12 @@ class ConfigError(RecoforgeError, ValueError):
     """An invalid hyperparameter or option."""
 
 
+class ResourceError(ConfigError, MemoryError):
+    """A step that would need more memory than the machine has (refused before allocating,
+    or a MemoryError reported in one line). A ConfigError too: smaller parameters or data
+    are the remedy, and callers that catch ConfigError keep working."""
+
+
 class NotFittedError(RecoforgeError, RuntimeError):
     """A model was used before ``fit``."""
 

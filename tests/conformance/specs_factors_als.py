@@ -1,11 +1,11 @@
 """Conformance specs of PureSVD, EASE and ALS (explicit and implicit).
-
 Measured leave-one-out hit rates@10 on the 400-user conformance data (random ranking
 ~0.08, its 1 - 1e-3 quantile ~0.12): EASE 0.26-0.29, PureSVD 0.27-0.29, implicit ALS 0.28
 (CG) / 0.17 (Cholesky, alpha=40), explicit ALS 0.18-0.23 (a rating model: it ranks by
-predicted rating, which favours well-rated niche items). Floors sit below these. ALS models learn per-user factors, so a history
-query (folded in against the fixed item factors) need not equal the known-user query;
-PureSVD's user factors are exactly the projection r V, and EASE has no user state.
+predicted rating, which favours well-rated niche items). Floors sit below these. ALS
+models learn per-user factors, so a history query (folded in against the fixed item
+factors) need not equal the known-user query; PureSVD's user factors are exactly the
+projection r V, and EASE has no user state.
 """
 
 from __future__ import annotations

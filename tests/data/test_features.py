@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recoforge.data import IdIndex, build_features
+from recoforge.data import FeatureMatrix, IdIndex, build_features
 from recoforge.errors import DataError
 
 
@@ -59,3 +59,26 @@ def test_bad_input(info):
         build_features(pd.concat([info, info]), index, text=["title"])
     with pytest.raises(DataError, match="text column"):
         build_features(info.assign(title=["the", "a", "an"]), index, text=["title"])
+
+
+def test_feature_matrix_carries_its_encoder(info):
+    index = IdIndex(["k", "m", "s"])
+    feats = build_features(info, index, categorical=["brand"], numeric=["price"])
+    assert feats.encoder is not None
+    assert feats.take_rows(np.array([2, -1])).encoder is feats.encoder
+    assert feats.hstack(feats).encoder is None  # two encoders side by side are not one
+    with pytest.raises(DataError, match="encoder writes 3 features"):
+        FeatureMatrix(feats.matrix[:, :2], feats.names[:2], feats.encoder)
+
+
+def test_new_numeric_and_category_options(info):
+    index = IdIndex(["k", "m", "s"])
+    gap = info.assign(price=[1.0, np.nan, 2.0])
+    zero = build_features(gap, index, numeric=["price"], numeric_scaling="none",
+                          numeric_missing="zero")
+    assert zero.matrix.toarray()[:, 0].tolist() == [1.0, 0.0, 2.0]
+    strict = build_features(info, index, categorical=["brand"], unknown="error").encoder
+    with pytest.raises(DataError, match="'Nokia' not seen"):
+        strict.transform(pd.DataFrame({"brand": ["Nokia"]}))
+    hashed = build_features(info, index, hashed=["brand"], hash_buckets=16)
+    assert hashed.n_features == 16 and hashed.matrix[2].nnz == 0  # None: no bucket

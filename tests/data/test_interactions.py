@@ -111,3 +111,30 @@ def test_with_item_features_appends_catalogue_items():
     assert out.item_features.matrix.shape == (4, 3)
     with pytest.raises(DataError, match="integers but the new ids are strings"):
         ds.with_item_features(info.set_axis(["x", "y", "z", "w"]), multilabel=["genres"])
+
+
+def test_id_columns_are_parsed_once_by_the_id_rule():
+    df = pd.DataFrame({"user": ["007", "7", "007"], "item": ["1", "2", "2"]})
+    inter = Interactions.from_frame(df)
+    assert inter.user_index.ids.tolist() == ["007", "7"]
+    assert inter.item_index.ids.tolist() == [1, 2]
+    assert inter.to_csr().toarray().tolist() == [[1.0, 1.0], [0.0, 1.0]]
+
+
+def test_fixed_vocabulary_reads_text_ids_with_its_type():
+    users = IdIndex([7], name="user")
+    df = pd.DataFrame({"user": ["7", "007"], "item": ["a", "b"]})
+    inter = Interactions.from_frame(df, user_index=users, unknown="ignore")
+    assert len(inter) == 1 and inter.item_index.to_ids(inter.items).tolist() == ["a"]
+    with pytest.raises(UnknownIdError, match="unknown user id '007'"):
+        Interactions.from_frame(df, user_index=users)
+
+
+@pytest.mark.parametrize("ts, message", [
+    ([1.0, 1e300, 2.0, 3.0], "row 1: timestamp 1e\\+300 in column 'ts' does not fit"),
+    ([1.0, 2.0, -np.inf, 3.0], "row 2: timestamp -inf in column 'ts' is not a finite"),
+    (["2020-01-01", "x", "2020-01-01", "2020-01-01"], "row 1: timestamp 'x' in column 'ts'"),
+])
+def test_bad_timestamps_name_column_and_row(ts, message):
+    with pytest.raises(DataError, match=message):
+        Interactions.from_frame(frame(ts=ts), rating_col="rating", timestamp_col="ts")

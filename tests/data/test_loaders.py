@@ -70,7 +70,7 @@ def test_parquet_errors_name_rows_not_lines(tmp_path):
 
 def test_malformed_line_names_file_and_line(tmp_path):
     path = write(tmp_path / "bad.csv", "user,item,rating\n1,2,3\n1,3,4\n2,5,1,99\n3,3,3\n")
-    with pytest.raises(DataError, match=r"bad\.csv, line 4: malformed line"):
+    with pytest.raises(DataError, match=r"bad\.csv, line 4: malformed line: 4 fields, expected 3"):
         read_interactions(path, rating_col="rating")
 
 
@@ -331,3 +331,35 @@ def test_lastfm_errors(tmp_path):
     write(tmp_path / "user_artists.dat", "userID\tartistID\tweight\n1\t2\t0\n")
     with pytest.raises(DataError, match=r"user_artists\.dat, line 2: implicit values"):
         load_lastfm(tmp_path)
+
+
+# --------------------------------------------------------------------------- formats
+def test_compressed_csv_and_json_array(tmp_path):
+    import gzip
+
+    with gzip.open(tmp_path / "r.csv.gz", "wt") as handle:
+        handle.write("user,item,rating\n1,2,3\n2,2,4\n")
+    assert len(read_interactions(tmp_path / "r.csv.gz", rating_col="rating").interactions) == 2
+    path = write(tmp_path / "r.json", '[{"user": "a", "item": 1}, {"user": "b", "item": 1}]')
+    assert read_interactions(path).interactions.user_index.ids.tolist() == ["a", "b"]
+
+
+def test_crlf_lines_and_unknown_suffix_read_as_csv(tmp_path):
+    path = write(tmp_path / "events", "user,item\r\n1,2\r\n3,4\r\n")
+    assert read_interactions(path).interactions.shape == (2, 2)
+
+
+def test_read_table_id_columns_by_position_without_header(tmp_path):
+    path = write(tmp_path / "r.tsv", "007\tNA\n7\tx\n")
+    frame = read_table(path, header=False, id_columns=[0, 1])
+    assert frame[0].tolist() == ["007", "7"] and frame[1].tolist() == ["NA", "x"]
+    assert read_table(path, header=False)[0].tolist() == [7, 7]  # without: inferred
+
+
+def test_read_id_list_plain_and_header(tmp_path):
+    from recoforge.data.loaders import read_id_list
+
+    assert read_id_list(write(tmp_path / "a.csv", "user\n3\n4\n"), "user").tolist() == [3, 4]
+    assert read_id_list(write(tmp_path / "b.csv", "3\nx\n"), "user").tolist() == ["3", "x"]
+    with pytest.raises(DataError, match=r"c\.csv, line 3: empty user id"):
+        read_id_list(write(tmp_path / "c.csv", "user,n\n1,2\n,3\n"), "user")

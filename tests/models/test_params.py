@@ -3,7 +3,7 @@ from dataclasses import dataclass
 import pytest
 
 from recoforge.errors import ConfigError
-from recoforge.models.params import ModelConfig, param
+from recoforge.models.params import SEED_MAX, ModelConfig, param, seed_param
 
 
 @dataclass(frozen=True)
@@ -48,3 +48,53 @@ def test_from_strings():
     with pytest.raises(ConfigError, match="cannot parse n_factors='many'"):
         Cfg.from_strings({"n_factors": "many"})
     assert [name for name, _, _ in Cfg.describe()][:2] == ["n_factors", "rate"]
+
+
+@dataclass(frozen=True)
+class Bounded(ModelConfig):
+    rate: float = param(0.1, ge=0.0)
+    unbounded: float = param(0.0, allow_inf=True)
+    size: int = param(8, ge=1, le=4096)
+    seed: int | None = seed_param()
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"rate": float("inf")}, "rate must be a finite number, got inf"),
+    ({"rate": -float("inf")}, "rate must be a finite number"),
+    ({"rate": 10**400}, "rate must be a finite number"),  # int too large for a float
+    ({"size": 10**400}, r"size must be <= 4096, got an integer of about 40[01] digits"),
+    ({"size": 10**12}, "size must be <= 4096, got 1000000000000"),
+    ({"seed": -1}, "seed must be >= 0, got -1"),
+    ({"seed": SEED_MAX + 1}, f"seed must be <= {SEED_MAX}"),
+    ({"seed": 1.5}, "seed must be int"),
+])
+def test_finite_and_bounded(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        Bounded(**kwargs)
+
+
+def test_allow_inf_and_seed_limits():
+    assert Bounded(unbounded=float("inf")).unbounded == float("inf")
+    assert Bounded(unbounded=-float("inf")).unbounded == -float("inf")
+    with pytest.raises(ConfigError, match="NaN"):
+        Bounded(unbounded=float("nan"))  # allow_inf never admits NaN
+    assert Bounded(seed=0).seed == 0 and Bounded(seed=SEED_MAX).seed == SEED_MAX
+    assert Bounded().seed is None
+
+
+@pytest.mark.parametrize("text,message", [
+    ("inf", "rate must be a finite number"),
+    ("1e400", "rate must be a finite number"),
+    ("-Infinity", "rate must be a finite number"),
+])
+def test_from_strings_then_validate_refuses_infinity(text, message):
+    parsed = Bounded.from_strings({"rate": text})
+    with pytest.raises(ConfigError, match=message):
+        Bounded(**parsed)
+
+
+def test_from_strings_refuses_unreadable_huge_integers():
+    with pytest.raises(ConfigError, match="cannot parse"):
+        Bounded.from_strings({"seed": "9" * 5000})  # beyond Python's int digit limit
+    with pytest.raises(ConfigError, match=r"size must be <= 4096"):
+        Bounded(**Bounded.from_strings({"size": "9" * 1000}))

@@ -95,6 +95,17 @@ class Dataset:
     name: str = "dataset"
 
     def __post_init__(self) -> None:
+        if not isinstance(self.interactions, Interactions):
+            raise DataError(f"a Dataset is built from Interactions, not "
+                            f"{type(self.interactions).__name__}; use Dataset.from_frame for "
+                            f"a table or recoforge.data.loaders.read_interactions for a file")
+        for name, kind in (("item_features", FeatureMatrix), ("user_features", FeatureMatrix),
+                           ("sessions", Sessions), ("item_info", pd.DataFrame),
+                           ("user_info", pd.DataFrame)):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, kind):
+                raise DataError(f"Dataset {name} must be a {kind.__name__} or None, not "
+                                f"{type(value).__name__}")
         if self.item_features is not None and self.item_features.n_rows != self.n_items:
             raise DataError(f"item features have {self.item_features.n_rows} rows for "
                             f"{self.n_items} items")
@@ -205,9 +216,20 @@ class Dataset:
 
 
 def as_dataset(data: Dataset | Interactions) -> Dataset:
-    """Accept either a Dataset or bare Interactions where a Dataset is expected."""
+    """Accept either a Dataset or bare Interactions where a Dataset is expected.
+
+    Raises
+    ------
+    DataError
+        For anything else (a DataFrame, a path, a split, None), naming what was given.
+    """
     if isinstance(data, Dataset):
         return data
     if isinstance(data, Interactions):
         return Dataset(data)
-    raise TypeError(f"expected a Dataset or Interactions, got {type(data).__name__}")
+    hint = ""
+    if isinstance(data, pd.DataFrame):
+        hint = "; build one with Dataset.from_frame(frame, ...)"
+    elif hasattr(data, "train") and hasattr(data, "test"):
+        hint = "; pass split.train"
+    raise DataError(f"expected a Dataset or Interactions, got {type(data).__name__}{hint}")

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from recoforge.data.ids import IdIndex, UnknownPolicy
+from recoforge.data.ids import IdIndex, UnknownPolicy, describe_row, parse_id_column
 from recoforge.errors import DataError
 
 Kind = Literal["explicit", "implicit"]
@@ -26,29 +26,60 @@ DUPLICATE_POLICIES = ("error", "last", "first", "sum", "mean")
 
 def _where(source: str, row: int, first_line: int | None) -> str:
     """'ratings.csv, line 12' for files, 'DataFrame, row 10' otherwise."""
-    if first_line is not None:
-        return f"{source}, line {first_line + row}"
-    return f"{source}, row {row}"
+    return describe_row(source, row, first_line)
+
+
+_EPOCH_LIMIT = 2.0**63  # int64 seconds
+
+
+def _bad_timestamp(col: pd.Series, source: str, first_line: int | None, bad: np.ndarray,
+                   why: str) -> DataError:
+    row = int(np.flatnonzero(bad)[0])
+    raw = col.iloc[row]
+    raw = raw.item() if isinstance(raw, np.generic) else raw
+    return DataError(f"{_where(source, row, first_line)}: timestamp {raw!r} in column "
+                     f"{str(col.name)!r} {why} ({int(bad.sum())} such rows)")
 
 
 def to_epoch_seconds(col: pd.Series, source: str, first_line: int | None) -> np.ndarray:
-    """Timestamps (numbers, datetimes or ISO strings) as int64 seconds since the epoch."""
+    """Timestamps (numbers, datetimes or ISO strings) as int64 seconds since the epoch.
+
+    Numbers are seconds (fractions are truncated); integer columns are converted
+    exactly. Raises DataError naming the column and first bad row for missing values,
+    non-finite numbers, numbers outside int64 seconds and text that is not a date.
+    """
     missing = col.isna().to_numpy()
     if missing.any():
         row = int(np.flatnonzero(missing)[0])
-        raise DataError(f"{_where(source, row, first_line)}: missing timestamp "
-                        f"({int(missing.sum())} rows); drop the timestamp column to ignore time")
+        raise DataError(f"{_where(source, row, first_line)}: missing timestamp in column "
+                        f"{str(col.name)!r} ({int(missing.sum())} rows); drop the timestamp "
+                        f"column to ignore time")
+    if pd.api.types.is_bool_dtype(col):
+        raise DataError(f"{source}: timestamp column {str(col.name)!r} holds booleans")
+    if pd.api.types.is_integer_dtype(col):
+        ints = col.to_numpy()
+        if ints.dtype == np.uint64 and len(ints) and ints.max() > np.iinfo(np.int64).max:
+            raise _bad_timestamp(col, source, first_line, ints > np.iinfo(np.int64).max,
+                                 "does not fit in int64 seconds")
+        return ints.astype(np.int64)
     if pd.api.types.is_numeric_dtype(col):
         vals = col.to_numpy(dtype=np.float64)
-        bad = ~np.isfinite(vals)
-        if bad.any():
-            row = int(np.flatnonzero(bad)[0])
-            raise DataError(f"{_where(source, row, first_line)}: invalid timestamp {vals[row]!r}")
+        with np.errstate(invalid="ignore"):
+            for bad, why in ((~np.isfinite(vals), "is not a finite number"),
+                             ((vals >= _EPOCH_LIMIT) | (vals < -_EPOCH_LIMIT),
+                              "does not fit in int64 seconds since the epoch")):
+                if bad.any():
+                    raise _bad_timestamp(col, source, first_line, bad, why)
         return vals.astype(np.int64)
     try:
-        parsed = pd.to_datetime(col, utc=True, format="mixed")
-    except (ValueError, TypeError) as exc:
-        raise DataError(f"{source}: timestamps are neither numbers nor dates ({exc})") from None
+        parsed = pd.to_datetime(col, utc=True, format="mixed", errors="coerce")
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise DataError(f"{source}: timestamps in column {str(col.name)!r} are neither "
+                        f"numbers nor dates ({exc})") from None
+    not_a_time = parsed.isna().to_numpy()
+    if not_a_time.any():
+        raise _bad_timestamp(col, source, first_line, not_a_time,
+                             "is neither a number nor a date in range")
     return (parsed.astype("datetime64[s, UTC]").astype("int64")).to_numpy()
 
 
@@ -90,6 +121,17 @@ def _resolve_duplicates(frame: pd.DataFrame, policy: DuplicatePolicy, source: st
     if "t" in frame:
         agg["t"] = "max"
     return grouped.agg(agg).reset_index()
+
+
+def _encode_ids(column: pd.Series, index: IdIndex | None, name: str,
+                unknown: UnknownPolicy, source: str,
+                first_line: int | None) -> tuple[np.ndarray, IdIndex]:
+    """Indices of a column's ids and the vocabulary (built by the id rule when not given)."""
+    if index is not None:
+        return index.to_index(column, unknown=unknown), index
+    ids = parse_id_column(column, str(column.name), source=source, first_line=first_line)
+    index = IdIndex.from_values(ids, name=name)
+    return index.to_index(ids), index
 
 
 @dataclass(frozen=True, eq=False)
@@ -184,10 +226,10 @@ class Interactions:
                 raise DataError(f"{_where(source, row, first_line)}: missing {col!r}")
         values = _values(frame[rating_col] if rating_col else None, len(frame), kind, source,
                          first_line)
-        user_index = user_index or IdIndex.from_values(frame[user_col], name="user")
-        item_index = item_index or IdIndex.from_values(frame[item_col], name="item")
-        u = user_index.to_index(frame[user_col], unknown=unknown)
-        i = item_index.to_index(frame[item_col], unknown=unknown)
+        u, user_index = _encode_ids(frame[user_col], user_index, "user", unknown, source,
+                                    first_line)
+        i, item_index = _encode_ids(frame[item_col], item_index, "item", unknown, source,
+                                    first_line)
         table = pd.DataFrame({"u": u, "i": i, "v": values})
         if timestamp_col:
             table["t"] = to_epoch_seconds(frame[timestamp_col], source, first_line)

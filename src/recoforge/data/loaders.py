@@ -15,47 +15,37 @@ import re
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+import numpy as np
 import pandas as pd
 
 from recoforge.data.dataset import Dataset
+from recoforge.data.ids import IdIndex, parse_id_column
 from recoforge.data.interactions import DuplicatePolicy, Interactions, Kind
-from recoforge.errors import DataError, require
+from recoforge.data.tables import (
+    SUPPORTED_FORMATS,
+    TEXT_SEPARATORS,
+    check_encoding,
+    check_field_counts,
+    check_file,
+    check_separator,
+    check_text,
+    decode_error,
+    drop_trailing_blank_rows,
+    file_format,
+    header_fields,
+    na_values_for,
+    parser_error,
+    read_json_lines,
+    read_parquet,
+)
+from recoforge.errors import DataError
 
-TEXT_SEPARATORS = {".csv": ",", ".tsv": "\t", ".txt": "\t", ".dat": "\t"}
-_PARSER_LINE = re.compile(r"line (\d+)")
+__all__ = ["SUPPORTED_FORMATS", "TEXT_SEPARATORS", "available_datasets", "load_dataset",
+           "read_id_list", "read_interactions", "read_table"]
 
-
-def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise DataError(f"{path}: no such file")
-    if path.is_dir():
-        raise DataError(f"{path}: is a folder, not a file")
-    if path.stat().st_size == 0:
-        raise DataError(f"{path}: the file is empty")
-
-
-def _parser_error(path: Path, exc: Exception) -> DataError:
-    """A DataError naming the file and line of a pandas tokenizer error."""
-    text = str(exc).replace("Error tokenizing data. C error: ", "")
-    match = _PARSER_LINE.search(text)
-    where = f"{path.name}, line {match.group(1)}" if match else path.name
-    detail = text.split(". Error could possibly")[0].strip()
-    return DataError(f"{where}: malformed line ({detail})")
-
-
-def _drop_trailing_blank_rows(frame: pd.DataFrame) -> pd.DataFrame:
-    """Blank lines are kept while parsing (so line numbers stay true); drop those at the end."""
-    if frame.empty:
-        return frame
-    blank = frame.isna().all(axis=1).to_numpy()
-    if not blank[-1]:
-        return frame
-    last = len(blank) - 1
-    while last >= 0 and blank[last]:
-        last -= 1
-    return frame.iloc[: last + 1]
+Column = str | int
 
 
 def read_table(
@@ -67,66 +57,163 @@ def read_table(
     encoding: str = "utf-8",
     usecols: Sequence[str | int] | None = None,
     dtype: Any = None,
+    columns: Sequence[Column] | None = None,
+    id_columns: Sequence[Column] = (),
 ) -> pd.DataFrame:
-    """Read a CSV/TSV/Parquet file into a DataFrame, with readable errors.
+    """Read a CSV/TSV, Parquet or JSON-lines file into a DataFrame, with readable errors.
 
     Parameters
     ----------
     path : str or Path
-        ``.parquet`` files are read with pyarrow (the ``parquet`` extra); other files are
-        delimited text whose separator comes from ``sep`` or the extension
-        (``.csv`` -> ``,``; ``.tsv``, ``.txt``, ``.dat`` -> tab). A multi-character ``sep``
-        such as ``"::"`` is supported.
+        ``.parquet`` files are read with pyarrow (the ``parquet`` extra); ``.jsonl`` /
+        ``.json`` files hold one JSON object per line; other files are delimited text
+        whose separator comes from ``sep`` or the extension (``.csv`` -> ``,``; ``.tsv``,
+        ``.txt``, ``.dat`` -> tab), optionally compressed (``.gz``, ``.bz2``, ``.xz``).
+        A multi-character ``sep`` such as ``"::"`` is a regular expression, as in pandas.
     header : bool
         Whether the first line holds column names. ``names`` renames the columns
         (replacing the header line when there is one).
     usecols, dtype
         Passed to pandas.
+    columns : sequence, optional
+        Columns that must be present: a DataError names those missing and those found.
+    id_columns : sequence
+        Columns holding ids: read as text (``"007"`` stays ``"007"``, ``"NA"`` is an id,
+        only an empty field is missing), to be converted by
+        :func:`~recoforge.data.ids.parse_id_column` or :meth:`IdIndex.parse_external`.
 
     Raises
     ------
     DataError
-        Missing or empty file, a line with the wrong number of fields (naming the file and
-        line), an undecodable byte (suggesting ``encoding=``), or a file without rows.
+        Missing, empty, binary or unsupported file; unknown encoding or undecodable byte;
+        a line whose field count differs from the header's (naming the file and line);
+        a file without data rows; missing ``columns``.
 
     Notes
     -----
     Line numbers in later errors are file lines: row ``r`` of the result is on line
-    ``r + 2`` with a header and ``r + 1`` without. Memory is O(file size).
+    ``r + 2`` with a header and ``r + 1`` without (blank lines are kept as empty rows,
+    except at the end). Memory is O(file size).
     """
     path = Path(path)
-    _check_file(path)
-    if path.suffix.lower() == ".parquet":
-        require("pyarrow", "parquet")
-        try:
-            frame = pd.read_parquet(path, columns=list(usecols) if usecols else None)
-        except (OSError, ValueError) as exc:
-            raise DataError(f"{path.name}: cannot read parquet file ({exc})") from None
-        if names is not None:
-            frame.columns = list(names)
+    check_file(path)
+    ascii_like = check_encoding(encoding)
+    fmt, suffix, opener = file_format(path)
+    if fmt == "parquet":
+        frame = read_parquet(path, usecols)
     else:
-        sep = sep if sep is not None else TEXT_SEPARATORS.get(path.suffix.lower(), ",")
-        options: dict[str, Any] = {
-            "sep": sep, "header": 0 if header else None, "names": list(names) if names else None,
-            "encoding": encoding, "usecols": usecols, "dtype": dtype, "skip_blank_lines": False,
-        }
-        if len(sep) > 1:
-            options["engine"] = "python"
-        try:
-            frame = pd.read_csv(path, **options)
-        except pd.errors.EmptyDataError:
-            raise DataError(f"{path}: the file is empty") from None
-        except pd.errors.ParserError as exc:
-            raise _parser_error(path, exc) from None
-        except UnicodeDecodeError as exc:
-            raise DataError(f"{path.name}: cannot decode byte at position {exc.start} as "
-                            f"{encoding}; pass encoding= (e.g. 'latin-1')") from None
-        except ValueError as exc:  # usecols / dtype mismatches
-            raise DataError(f"{path.name}: {exc}") from None
-        frame = _drop_trailing_blank_rows(frame)
+        check_text(path, opener, ascii_like)
+        if fmt == "json":
+            frame = read_json_lines(path, opener, encoding, id_columns)
+            frame = frame[list(usecols)] if usecols is not None else frame
+        else:
+            sep = sep if sep is not None else TEXT_SEPARATORS.get(suffix, ",")
+            frame = _read_delimited(path, opener, sep, header, names, encoding, ascii_like,
+                                    usecols, dtype, id_columns)
+    if names is not None and fmt != "text":
+        if len(names) != frame.shape[1]:
+            raise DataError(f"{path.name}: {len(names)} names given for {frame.shape[1]} "
+                            f"columns {list(map(str, frame.columns))}")
+        frame.columns = list(names)
     if frame.empty:
         raise DataError(f"{path}: no data rows")
+    _require_columns(path, frame, columns)
     return frame
+
+
+def _require_columns(path: Path, frame: pd.DataFrame, columns: Sequence[Column] | None) -> None:
+    missing = [c for c in columns or () if c not in frame.columns]
+    if missing:
+        raise DataError(f"{path.name}: missing column(s) {missing}; columns found: "
+                        f"{list(map(str, frame.columns))}")
+
+
+def _read_delimited(path: Path, opener: Callable[..., IO[bytes]], sep: str, header: bool,
+                    names: Sequence[str] | None, encoding: str, ascii_like: bool,
+                    usecols: Any, dtype: Any, id_columns: Sequence[Column]) -> pd.DataFrame:
+    """Delimited text after checking that every line has the header's number of fields."""
+    check_separator(sep)
+    try:
+        expected = check_field_counts(path, opener, sep, encoding, ascii_like,
+                                      len(names) if names and not header else None, header)
+        labels: list[Any] = (header_fields(path, opener, sep, encoding) if header
+                             else list(range(expected)))
+    except UnicodeDecodeError as exc:
+        raise decode_error(path, encoding, exc) from None
+    if names:
+        if len(names) != expected:
+            raise DataError(f"{path.name}: {len(names)} column names given for {expected} "
+                            f"fields per line")
+        labels = list(names)
+    ids = [labels[c] if isinstance(c, int) and c not in labels and 0 <= c < len(labels)
+           else c for c in id_columns]
+    types = dict(dtype) if isinstance(dtype, dict) else ({} if dtype is None else None)
+    options: dict[str, Any] = {
+        "sep": sep, "header": 0 if header else None, "names": list(names) if names else None,
+        "encoding": encoding, "usecols": usecols, "skip_blank_lines": False,
+        "index_col": False, "keep_default_na": False, "na_values": na_values_for(labels, ids),
+        "dtype": dtype if types is None else {**types, **{c: str for c in ids}} or None,
+    }
+    if len(sep) > 1:
+        options["engine"] = "python"
+    try:
+        frame = pd.read_csv(path, **options)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: the file is empty") from None
+    except pd.errors.ParserError as exc:
+        raise parser_error(path, exc) from None
+    except UnicodeDecodeError as exc:
+        raise decode_error(path, encoding, exc) from None
+    except ValueError as exc:  # usecols / dtype mismatches
+        raise DataError(f"{path.name}: {exc}") from None
+    return drop_trailing_blank_rows(frame)
+
+
+def read_id_list(path: str | Path, column: str, index: IdIndex | None = None, *,
+                 encoding: str = "utf-8") -> np.ndarray:
+    """Ids from a file: a table with a ``column`` column, or one bare id per line.
+
+    Parameters
+    ----------
+    path : str or Path
+        Any format :func:`read_table` reads.
+    column : str
+        The id column ("user", "item").
+    index : IdIndex, optional
+        The vocabulary the ids are meant for: ids are read with its type
+        (:meth:`IdIndex.parse_external`: "007" stays "007"); without it, by the id rule.
+
+    Raises
+    ------
+    DataError
+        A table without ``column`` (naming the columns found), an empty id (naming the
+        line), and a one-column file whose first line is neither ``column`` nor a known
+        id (so a header such as ``uid`` is reported as the missing column, not as an id).
+    """
+    path = Path(path)
+    fmt, _, _ = file_format(path)
+    frame = read_table(path, header=fmt != "text", id_columns=[0, column], encoding=encoding)
+    first_line = 1
+    if fmt == "text" and frame.shape[1] == 1 and frame.iloc[0, 0] == column:
+        frame, first_line = frame.iloc[1:].set_axis([column], axis=1), 2
+    elif fmt == "text" and frame.shape[1] == 1:
+        head = frame.iloc[0, 0]
+        if index is not None and head not in index:
+            raise DataError(f"{path.name}: no {column!r} column (columns found: [{head!r}]); "
+                            f"if {head!r} is a {index.name} id, it is unknown")
+        frame = frame.set_axis([column], axis=1)
+    elif fmt == "text":
+        frame = read_table(path, id_columns=[column], encoding=encoding)
+        first_line = 2
+    _require_columns(path, frame, [column])
+    values = frame[column]
+    missing = values.isna().to_numpy()
+    if missing.any():
+        raise DataError(f"{path.name}, line {first_line + int(np.flatnonzero(missing)[0])}: "
+                        f"empty {column} id")
+    if index is not None:
+        return index.parse_external(values)
+    return parse_id_column(values, column, source=path.name, first_line=first_line)
 
 
 def read_interactions(
@@ -148,7 +235,9 @@ def read_interactions(
     Parameters
     ----------
     path : str or Path
-        CSV, TSV (``.tsv``/``.txt``/``.dat``) or Parquet; see :func:`read_table`.
+        CSV, TSV (``.tsv``/``.txt``/``.dat``), Parquet or JSON lines; see
+        :func:`read_table`. Id columns are read as text and typed by the id rule
+        (:func:`~recoforge.data.ids.parse_id_column`).
     user_col, item_col, rating_col, timestamp_col : str or int
         Column names (or positions for header-less files without ``names``).
         Without ``rating_col`` every row is an implicit event of weight 1.
@@ -170,12 +259,16 @@ def read_interactions(
     >>> data = read_interactions("ratings.csv", rating_col="rating")  # doctest: +SKIP
     """
     path = Path(path)
-    frame = read_table(path, sep=sep, header=header, names=names, encoding=encoding)
-    is_text = path.suffix.lower() != ".parquet"
+    wanted = [c for c in (user_col, item_col, rating_col, timestamp_col) if c is not None]
+    frame = read_table(path, sep=sep, header=header, names=names, encoding=encoding,
+                       columns=wanted, id_columns=[user_col, item_col])
+    fmt, _, _ = file_format(path)
+    is_text = fmt == "text"
     interactions = Interactions.from_frame(
         frame, user_col=user_col, item_col=item_col, rating_col=rating_col,  # type: ignore[arg-type]
         timestamp_col=timestamp_col, kind=kind, duplicates=duplicates,  # type: ignore[arg-type]
-        source=path.name, first_line=(2 if header else 1) if is_text else None)
+        source=path.name,
+        first_line=(2 if header else 1) if is_text else (1 if fmt == "json" else None))
     return Dataset(interactions, name=path.stem)
 
 

@@ -19,6 +19,16 @@ Full-catalogue AUC (metric ``"auc"`` under ``"full"``) needs the scores of every
 costs a second, dense scoring pass, so it is opt-in. Beyond-accuracy metrics (coverage,
 Gini, novelty, diversity, popularity) describe the top-k lists of the evaluated users.
 
+The model must have been fitted on ``split.train``: a model fitted on other data (its
+``data_fingerprint_`` differs from ``split.train``'s) is refused, because its metrics
+would silently describe something else (test interactions it trained on, or a
+vocabulary the split does not share); pass ``check_data=False`` to evaluate it anyway.
+Cut-offs above the catalogue size cost no more than the catalogue: a list cannot hold
+more items than there are, so metrics@k are computed from lists of at most
+``max(n_items, most relevant items of a user)`` entries and reported under the ``k``
+asked for, with the same values (precision@k still divides by ``k``). ``k=10**12`` is
+as cheap as ``k=n_items``.
+
 Test users unknown to the model (and without history) are dropped and counted in
 ``result.counts["unknown_users"]``; relevant test items outside the model's vocabulary
 stay in the denominators (recall, NDCG) and count as misses. Memory is bounded by the
@@ -28,7 +38,7 @@ score batch (``batch_size x n_items`` float32) plus O(test pairs + users x max(k
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -114,6 +124,47 @@ def _check_ks(k: int | Iterable[int]) -> tuple[int, ...]:
     return tuple(sorted({int(x) for x in ks}))
 
 
+def _widen(values: dict[str, Any], requested: tuple[int, ...], limit: int
+           ) -> dict[str, Any]:
+    """Metrics computed @``limit`` reported for every requested cut-off above it.
+
+    Lists never exceed ``limit`` entries, so every metric@k (k > limit) equals its value
+    @limit except precision, whose denominator is k: ``precision@k = precision@limit *
+    limit / k``. Keys keep the protocol's order.
+    """
+    above = [k for k in requested if k > limit]
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        metric, _, cut = key.partition("@")
+        if cut != str(limit) or not above:
+            out[key] = value
+            continue
+        if limit in requested:
+            out[key] = value
+        for k in above:
+            out[f"{metric}@{k}"] = value * (limit / k) if metric == "precision" else value
+    return out
+
+
+def _check_split(split: Any, caller: str) -> None:
+    if not isinstance(split, Split):
+        raise ConfigError(f"{caller} needs a Split (train and test interactions) as its "
+                          f"second argument, got {type(split).__name__}; make one with "
+                          f"recoforge.data.split.holdout_per_user(data) or another splitter")
+
+
+def _check_same_data(model: Recommender, split: Split) -> None:
+    """Refuse a model fitted on other data than ``split.train`` (fingerprints differ)."""
+    fitted_on = getattr(model, "data_fingerprint_", None)
+    if fitted_on is None:  # a model without a recorded fingerprint cannot be checked
+        return
+    train = split.train.interactions.fingerprint()
+    if fitted_on != train:
+        raise ConfigError(f"{type(model).__name__} was fitted on other data than split.train "
+                          f"(data fingerprint {fitted_on} vs {train}); fit it on split.train "
+                          f"(compare() does), or pass check_data=False to evaluate it anyway")
+
+
 def _rates_ratings(model: Recommender, split: Split) -> bool:
     return (model.predicts_ratings and split.test.kind == "explicit"
             and getattr(model, "data_kind_", None) == "explicit")
@@ -158,6 +209,7 @@ def evaluate(
     exclude_seen: bool = True,
     seed: Any = 0,
     batch_size: int | None = None,
+    check_data: bool = True,
 ) -> EvaluationResult:
     """Evaluate a model fitted on ``split.train`` against ``split.test``.
 
@@ -188,14 +240,25 @@ def evaluate(
         Seeds negative sampling.
     batch_size : int, optional
         Users scored at once (default: a ~128 MiB float32 score block).
+    check_data : bool
+        Refuse a model whose data fingerprint differs from ``split.train``'s (default).
 
     Returns
     -------
     EvaluationResult
+
+    Raises
+    ------
+    ConfigError
+        ``split`` is not a :class:`Split`; the model was fitted on other data than
+        ``split.train`` (unless ``check_data=False``); an invalid option.
+    NotFittedError
+        The model is not fitted.
     """
     started = time.perf_counter()
     if not isinstance(model, Recommender):
         raise ConfigError(f"evaluate needs a Recommender, got {type(model).__name__}")
+    _check_split(split, "evaluate")
     if not model.is_fitted:
         raise NotFittedError(f"{type(model).__name__} is not fitted; fit it on split.train "
                              f"(or use compare(), which fits)")
@@ -206,6 +269,8 @@ def evaluate(
         raise ConfigError(f"n_negatives must be a positive integer, got {n_negatives!r}")
     ks = _check_ks(k)
     chosen = _resolve_metrics(metrics, protocol, model, split)
+    if check_data:
+        _check_same_data(model, split)
     batch = default_batch(model, batch_size)
     ranking = [m for m in chosen if m not in RATING_METRICS]
     timings: dict[str, float] = {}
@@ -219,8 +284,12 @@ def evaluate(
         raise DataError(f"no test user can be evaluated: {counts['unknown_users']} unknown to "
                         f"the model, {counts['users_without_relevant']} without relevant items")
     if ranking and protocol == "full":
+        limit = max(len(model.item_index_), int(n_relevant.max(initial=0)))
+        computed = tuple(sorted({min(cut, limit) for cut in ks}))
         per_user, catalogue, n_relevant = full_protocol(
-            model, split, queries, ks, ranking, "exponential", exclude_seen, batch, timings)
+            model, split, queries, computed, ranking, "exponential", exclude_seen, batch,
+            timings)
+        per_user, catalogue = _widen(per_user, ks, limit), _widen(catalogue, ks, limit)
     elif ranking:
         per_user, _ = sampled_protocol(model, queries, ks, ranking, n_negatives,
                                         np.random.default_rng(seed), batch, timings)
@@ -277,23 +346,27 @@ class Comparison:
         return self.leaderboard.to_html(float_format=lambda v: f"{v:.4f}")
 
 
-def compare(models: Mapping[str, Recommender], split: Split, **evaluate_kwargs: Any
+def compare(models: Mapping[str, Recommender], split: Split,
+            progress: Callable[[int, int], None] | None = None, **evaluate_kwargs: Any
             ) -> Comparison:
     """Fit a clone of each model on ``split.train``, evaluate all alike, rank them.
 
     The leaderboard is sorted by the first ranking metric (descending), or by RMSE
-    (ascending) when only rating metrics are measured. Keyword arguments go to
+    (ascending) when only rating metrics are measured. ``progress(done, total)`` is
+    called after each model is fitted and evaluated. Other keyword arguments go to
     :func:`evaluate`.
     """
     if not isinstance(models, Mapping) or not models:
         raise ConfigError("compare needs a non-empty mapping of name -> model")
+    _check_split(split, "compare")
     results: dict[str, EvaluationResult] = {}
     fitted: dict[str, Recommender] = {}
     rows = {}
-    for name, model in models.items():
+    for name, model in models.items():  # all checked before any is fitted
         if not isinstance(model, Recommender):
             raise ConfigError(f"compare: {name!r} is a {type(model).__name__}, "
                               f"not a Recommender")
+    for name, model in models.items():
         clone = model.clone()
         started = time.perf_counter()
         clone.fit(split.train)
@@ -302,6 +375,8 @@ def compare(models: Mapping[str, Recommender], split: Split, **evaluate_kwargs: 
         results[name], fitted[name] = result, clone
         rows[name] = {**result.summary.to_dict(), "fit_seconds": fit_seconds,
                       "eval_seconds": result.timings["total"]}
+        if progress is not None:
+            progress(len(rows), len(models))
     board = pd.DataFrame.from_dict(rows, orient="index")
     board.index.name = "model"
     metric_cols = [c for c in board.columns if c.split("@")[0] in RANKING_METRICS]
