@@ -1,4 +1,5 @@
 """Conformance specs of the content, co-visitation and graph-walk models (issue 3).
+
 Measured leave-one-out hit rates@10 on taste_data(seed=0, n_users=400) when the floors
 were set (popularity 0.25, random about 0.08, its 1 - 1e-3 quantile about 0.12): content
 0.235, content centred 0.200, covisitation 0.300, covisitation forward/recent 0.293,

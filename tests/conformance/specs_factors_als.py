@@ -1,4 +1,5 @@
 """Conformance specs of PureSVD, EASE and ALS (explicit and implicit).
+
 Measured leave-one-out hit rates@10 on the 400-user conformance data (random ranking
 ~0.08, its 1 - 1e-3 quantile ~0.12): EASE 0.26-0.29, PureSVD 0.27-0.29, implicit ALS 0.28
 (CG) / 0.17 (Cholesky, alpha=40), explicit ALS 0.18-0.23 (a rating model: it ranks by
