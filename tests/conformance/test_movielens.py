@@ -1,0 +1,95 @@
+"""Conformance on real data: every model family on MovieLens 100K, floors from measurements.
+
+The split is the per-user random 80/20 holdout (seed 0) the MovieLens tests share. Top-N
+models must reach an NDCG@10 floor set a little under their measured value; rating models
+(which rank by predicted rating, a poor top-N signal on MovieLens) must keep their RMSE
+under a ceiling a little over theirs and beat the global mean. Every NDCG floor is checked
+to sit above what a random ranker reaches with probability 1e-3 on the same split.
+Skipped when ../shared/datasets is absent (the licence forbids shipping MovieLens).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import recoforge as rf
+from recoforge.evaluation import evaluate
+from recoforge.models.base import Recommender
+from recoforge.models.query import Query
+
+pytestmark = [pytest.mark.datasets, pytest.mark.slow]
+
+_MF = {"n_factors": 8, "n_epochs": 50, "lr_factors": 0.02, "seed": 0}
+# name: (params, metric, bound); measured values on this split are in the comments
+CASES = {
+    "popularity": ({}, "ndcg@10", 0.20),  # 0.2236
+    "content": ({}, "ndcg@10", 0.035),  # 0.0413 (genres only)
+    "covisitation": ({}, "ndcg@10", 0.35),  # 0.3937
+    "rp3beta": ({}, "ndcg@10", 0.35),  # 0.3898
+    "p3alpha": ({"top_k": 50, "normalize_rows": True}, "ndcg@10", 0.31),  # 0.3507
+    "pagerank": ({}, "ndcg@10", 0.25),  # 0.2829
+    "pure_svd": ({"n_factors": 10, "seed": 0}, "ndcg@10", 0.37),  # 0.4165
+    "ease": ({"regularization": 10.0}, "ndcg@10", 0.31),  # 0.3446
+    "implicit_als": ({"n_factors": 8, "iterations": 8, "alpha": 5.0, "regularization": 0.5,
+                      "seed": 0}, "ndcg@10", 0.30),  # 0.3424
+    "bpr": ({"n_factors": 16, "n_epochs": 20, "learning_rate": 0.05, "n_threads": 1,
+             "seed": 0}, "ndcg@10", 0.30),  # 0.3448
+    "logistic_mf": ({"n_factors": 16, "n_epochs": 20, "learning_rate": 0.05, "n_threads": 1,
+                     "seed": 0}, "ndcg@10", 0.35),  # 0.3968
+    "warp": ({"n_factors": 16, "n_epochs": 10, "learning_rate": 0.01, "n_threads": 1,
+              "seed": 0}, "ndcg@10", 0.29),  # 0.3281
+    "item_knn": ({"k": 20}, "ndcg@10", 0.34),  # 0.3782
+    "user_knn": ({"k": 20}, "ndcg@10", 0.34),  # 0.3802
+    "als": ({"n_factors": 8, "iterations": 8, "seed": 0}, "rmse", 0.975),  # 0.9583
+    "sgd_mf": ({**_MF, "reg_bias": 1.0}, "rmse", 0.99),  # 0.9717
+    "svdpp": ({**_MF, "lr_implicit": 0.02}, "rmse", 0.99),  # 0.9718
+    "timesvdpp": ({**_MF, "lr_implicit": 0.02}, "rmse", 0.99),  # 0.9702
+    "bpmf": ({"n_factors": 8, "n_samples": 20, "burn_in": 5, "stored_samples": 5, "seed": 0},
+             "rmse", 0.95),  # 0.9334
+    "bias": ({}, "rmse", 0.96),  # 0.9449
+}
+
+
+class _RandomScores(Recommender):
+    """Uniform random scores: the baseline every NDCG floor must clear."""
+
+    name = "test-random-ml100k"
+
+    def _fit(self, data) -> None:
+        pass
+
+    def _score(self, query: Query) -> np.ndarray:
+        rng = np.random.default_rng(int(query.users[0]) if len(query) else 0)
+        return rng.random(query.history.shape).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def random_ndcg_threshold(ml100k_split) -> float:
+    """NDCG@10 a random ranker exceeds with probability ~1e-3 (mean + 3.1 sd of the mean
+    over users, by the central limit theorem)."""
+    result = evaluate(_RandomScores().fit(ml100k_split.train), ml100k_split, k=[10],
+                      metrics=["ndcg"])
+    per_user = np.asarray(result.per_user["ndcg@10"], dtype=np.float64)
+    return float(per_user.mean() + 3.1 * per_user.std(ddof=1) / np.sqrt(len(per_user)))
+
+
+def test_every_registered_model_is_checked_on_movielens():
+    assert set(rf.available_models()) <= set(CASES)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_model_on_movielens_100k(name, ml100k_split, random_ndcg_threshold):
+    params, metric, bound = CASES[name]
+    model = rf.create(name, **params).fit(ml100k_split.train)
+    metrics = ["ndcg"] if metric.startswith("ndcg") else ["rmse"]
+    value = float(evaluate(model, ml100k_split, k=[10], metrics=metrics).summary[metric])
+    if metric == "rmse":
+        test = ml100k_split.test
+        mean_rmse = float(np.sqrt(np.mean((ml100k_split.train.interactions.values.mean()
+                                           - test.values) ** 2)))
+        assert value <= bound < mean_rmse, f"{name}: RMSE {value:.4f} (ceiling {bound}, " \
+                                           f"global mean {mean_rmse:.4f})"
+    else:
+        assert bound > random_ndcg_threshold, f"floor {bound} is within random's reach"
+        assert value >= bound, f"{name}: NDCG@10 {value:.4f} under its floor {bound}"
