@@ -35,13 +35,16 @@ def max_threads() -> int:
 
 
 def _parse(value: object, source: str) -> int:
-    if isinstance(value, bool):
-        raise ConfigError(f"{source} must be a whole number of threads, got {value!r}")
-    try:
-        number = int(str(value).strip()) if isinstance(value, str) else int(value)  # type: ignore[call-overload]
-    except (TypeError, ValueError):
-        raise ConfigError(f"{source} must be a whole number of threads, got {value!r}") \
-            from None
+    message = f"{source} must be a whole number of threads, got {value!r}"
+    if isinstance(value, str):
+        value = value.strip()
+        if not value.lstrip("-").isdigit():
+            raise ConfigError(message)
+        number = int(value)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    else:
+        raise ConfigError(message)
     if number < 0:
         raise ConfigError(f"{source} must be >= 0 (0: every core), got {number}")
     return number

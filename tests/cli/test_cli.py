@@ -148,7 +148,8 @@ def test_recommend_errors_leave_no_partial_output(workdir: Path):
     assert not list(workdir.glob(".partial.csv*"))
     bad_k = run("recommend", "--model", "model", "--all", "--k", "0", "--out", "k.csv",
                 cwd=workdir)
-    assert bad_k.returncode == 2 and "k must be a positive integer" in bad_k.stderr
+    assert bad_k.returncode == 2 and "'--k'" in bad_k.stderr
+    assert bad_k.stderr.count("\n") == 1 and "greater than or equal to 1" in bad_k.stderr
     missing = run("recommend", "--model", "no-such-dir", "--all", "--out", "x.csv",
                   cwd=workdir)
     assert missing.returncode == 2 and "not a model directory" in missing.stderr

@@ -130,7 +130,7 @@ def test_extend_reads_new_ids_with_the_vocabulary_type():
 # --------------------------------------------------------------------------- fast lookups
 @pytest.mark.parametrize("vocabulary", [
     np.arange(1, 6041),  # dense table
-    np.array([5, -3, 2**62, -(2**63), 2**63 - 1]),  # sorted search, extreme values
+    np.array([5, -3, 2**62, -(2**63), 2**63 - 1]),  # hash lookup, extreme values
     np.random.default_rng(0).choice(10**12, 3706, replace=False),  # sparse
 ])
 def test_integer_lookup_matches_a_hash_lookup(vocabulary):

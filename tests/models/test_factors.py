@@ -2,14 +2,13 @@
 
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
 
 from recoforge.data import Dataset
-from recoforge.models._factors import FactorModel, compute_threads
+from recoforge.models._factors import FactorModel
 from recoforge.models.params import ModelConfig, param
 
 D = 4
@@ -119,15 +118,3 @@ def test_vectors(data):
     model = Fixed().fit(data[0])
     assert model.item_vectors() is model.item_factors_
     assert model.user_vectors().shape == (data[0].n_users, D)
-
-
-def test_compute_threads_sets_and_restores():
-    before = numba.get_num_threads()
-    with compute_threads(1) as used:
-        assert used == 1 and numba.get_num_threads() == 1
-    assert numba.get_num_threads() == before
-    with compute_threads(10_000, limit_blas=False) as used:
-        assert used == numba.config.NUMBA_NUM_THREADS
-    with pytest.raises(RuntimeError), compute_threads(1):
-        raise RuntimeError("boom")
-    assert numba.get_num_threads() == before

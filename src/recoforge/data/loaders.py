@@ -1,4 +1,4 @@
-"""Reading interaction files (CSV, TSV, Parquet) and the registry of named datasets.
+"""Reading interaction files (CSV, TSV, Parquet, JSON lines) and the registry of named datasets.
 
 :func:`read_interactions` turns a user file into a :class:`~recoforge.data.dataset.Dataset`
 with errors that name the file and line; :func:`load_dataset` dispatches a dataset name

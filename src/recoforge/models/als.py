@@ -13,7 +13,8 @@ Y^T Y computed once per half-step (BLAS), by a few warm-started conjugate-gradie
 
 Per-row solves are numba kernels, parallel over rows (``n_threads``, default the one
 setting of :mod:`recoforge.threads`). Factors are float32. Memory
-O(nnz + (n_users + n_items) d); time per iteration O(nnz d s + (n_users + n_items) d^2 s) with s CG steps, O(nnz d^2 + n d^3) exact.
+O(nnz + (n_users + n_items) d); time per iteration O(nnz d s + (n_users + n_items) d^2 s)
+with s CG steps, O(nnz d^2 + n d^3) exact.
 """
 
 from __future__ import annotations

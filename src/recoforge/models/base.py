@@ -47,6 +47,7 @@ from recoforge.models import _scoring
 from recoforge.models.params import ModelConfig
 from recoforge.models.query import Query, merge_histories
 from recoforge.ranking.topk import topk
+from recoforge.resources import memory_guard
 
 UnknownUsers = Literal["error", "skip", "fallback"]
 HistoryInput = req.HistoryInput
@@ -174,12 +175,17 @@ class Recommender:
             raise DataError("cannot fit on empty interactions")
         self._clear_state()
         start = time.perf_counter()
-        self.user_index_ = data.user_index
-        self.item_index_ = data.item_index
-        self._history = InMemoryHistory(data.matrix())
-        self.data_kind_ = data.kind
-        self.data_fingerprint_ = data.interactions.fingerprint()
-        self._fit(data)
+        try:
+            with memory_guard(f"fitting {self.name}"):
+                self.user_index_ = data.user_index
+                self.item_index_ = data.item_index
+                self._history = InMemoryHistory(data.matrix())
+                self.data_kind_ = data.kind
+                self.data_fingerprint_ = data.interactions.fingerprint()
+                self._fit(data)
+        except BaseException:
+            self._clear_state()  # a failed fit leaves an unfitted model, not half a state
+            raise
         self.fit_seconds_ = time.perf_counter() - start
         self.fitted_at_ = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         self.fallback_ = None
@@ -372,9 +378,9 @@ class Recommender:
         """Index-level top-k through the index, the candidate path or full scoring."""
         if index is not None:
             return self._rank_with_index(index, query, k, exclude_seen, allowed)
-        n_allowed = None if allowed is None else int(allowed.sum())
-        if n_allowed is not None and n_allowed * CANDIDATE_RATIO <= len(self.item_index_):
-            cand = np.broadcast_to(np.flatnonzero(allowed), (len(query), n_allowed))
+        if allowed is not None and allowed.sum() * CANDIDATE_RATIO <= len(self.item_index_):
+            whitelist = np.flatnonzero(allowed)
+            cand = np.broadcast_to(whitelist, (len(query), len(whitelist)))
             return _scoring.rank_candidates(self, query, np.ascontiguousarray(cand), k,
                                             exclude_seen, batch_size, progress)
         return _scoring.rank_full(self, query, k, exclude_seen, allowed, batch_size, progress)

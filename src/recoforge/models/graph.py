@@ -146,6 +146,8 @@ class PersonalizedPageRank(Recommender):
     """Random walk with restart to the query's history items on the user-item graph."""
 
     name = "pagerank"
+    #: an empty history restarts the walk from the degree distribution: still meaningful
+    needs_history = False
     #: learned state and its axes, checked on load (see recoforge.artifacts.state)
     state_spec = {"to_users_": "users x items", "to_items_": "items x users",
                   "item_degree_": "items", "penalty_": "items"}

@@ -174,6 +174,8 @@ class _NeighbourModel(Recommender):
     """Shared fitting of baselines/means and the rating-prediction machinery."""
 
     Config = KNNConfig
+    #: the training users' ratings that neighbours contribute (user_knn's learned state)
+    neighbour_ratings_: sp.csr_matrix
     predicts_ratings = True
 
     def _fit_baselines(self, data: Dataset) -> None:

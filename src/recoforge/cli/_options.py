@@ -1,0 +1,116 @@
+"""Options shared by several commands, and their validation.
+
+Everything an option can get wrong is checked here, before any data is read or any
+model fitted: separators, encodings, column names without a header, repeated
+``--param`` keys, seeds.
+"""
+
+from __future__ import annotations
+
+import codecs
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import typer
+
+from recoforge.errors import ConfigError
+from recoforge.models.params import SEED_MAX
+
+Duplicates = Literal["error", "last", "first", "sum", "mean"]
+
+DataOpt = Annotated[Path, typer.Option("--data", help="Interactions file (CSV/TSV/Parquet).")]
+UserCol = Annotated[str | None, typer.Option(
+    help="User id column (a position such as 0 with --no-header). Default: user, or 0.")]
+ItemCol = Annotated[str | None, typer.Option(
+    help="Item id column (a position such as 1 with --no-header). Default: item, or 1.")]
+RatingCol = Annotated[str | None, typer.Option(help="Rating/value column (explicit data).")]
+TimeCol = Annotated[str | None, typer.Option(help="Timestamp column.")]
+SepOpt = Annotated[str | None, typer.Option(
+    help="Field separator (default: by extension; '\\t' for a tab).")]
+HeaderOpt = Annotated[bool | None, typer.Option(
+    "--header/--no-header", help="Whether the first line names the columns (default: yes). "
+    "Without a header, name columns by position: --user-col 0.")]
+EncodingOpt = Annotated[str | None, typer.Option(
+    help="Text encoding of input files (default utf-8; e.g. latin-1).")]
+ImplicitOpt = Annotated[bool, typer.Option("--implicit", help="Treat values as implicit "
+                                           "event weights.")]
+DupOpt = Annotated[Duplicates | None, typer.Option(
+    help="Repeated (user, item) pairs: error, last, first, sum, mean.")]
+SeedOpt = Annotated[int, typer.Option(min=0, max=SEED_MAX, help="Seed (0 .. 2**32-1).")]
+KOpt = Annotated[int, typer.Option("--k", min=1, help="Items per user.")]
+
+
+def check_encoding(encoding: str | None) -> str:
+    """The encoding to read with (utf-8 by default); ConfigError for an unknown one."""
+    if encoding is None:
+        return "utf-8"
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise ConfigError(f"--encoding {encoding!r}: unknown text encoding; use e.g. utf-8 "
+                          f"or latin-1") from None
+    return encoding
+
+
+def check_sep(sep: str | None) -> str | None:
+    """The separator to read with; ``\\t`` spelled out means a tab."""
+    if sep is None:
+        return None
+    if sep == "":
+        raise ConfigError("--sep must not be empty; give the character between fields, "
+                          "e.g. --sep ';' or --sep '\\t'")
+    sep = sep.replace("\\t", "\t")
+    if sep in ('"', "\n", "\r"):
+        raise ConfigError(f"--sep {sep!r} cannot separate fields; use e.g. ',' ';' or '\\t'")
+    return sep
+
+
+def interaction_columns(user_col: str | None, item_col: str | None, rating_col: str | None,
+                        timestamp_col: str | None, header: bool) -> dict[str, Any]:
+    """The column keywords of ``read_interactions`` from the column options."""
+    from recoforge.cli._files import column_key
+
+    return {
+        "user_col": column_key(user_col or ("user" if header else "0"), header, "--user-col"),
+        "item_col": column_key(item_col or ("item" if header else "1"), header, "--item-col"),
+        "rating_col": column_key(rating_col, header, "--rating-col"),
+        "timestamp_col": column_key(timestamp_col, header, "--timestamp-col"),
+    }
+
+
+def load_interactions(data: Path, *, user_col: str | None, item_col: str | None,
+                      rating_col: str | None, timestamp_col: str | None, sep: str | None,
+                      header: bool | None, encoding: str | None, implicit: bool,
+                      duplicates: str | None):  # noqa: ANN201 - a Dataset
+    """Read an interactions file with the command's options (validated first)."""
+    from recoforge.data.loaders import read_interactions
+
+    has_header = header is not False
+    columns = interaction_columns(user_col, item_col, rating_col, timestamp_col, has_header)
+    return read_interactions(data, sep=check_sep(sep), header=has_header,
+                             encoding=check_encoding(encoding),
+                             kind="implicit" if implicit else None,
+                             duplicates=duplicates, **columns)  # type: ignore[arg-type]
+
+
+def parse_params(pairs: list[str], model_name: str) -> dict[str, Any]:
+    """``--param key=value`` options as the model's typed parameters.
+
+    Raises
+    ------
+    ConfigError
+        A pair without ``=``, a key given twice, an unknown key or an invalid value.
+    """
+    from recoforge.models.registry import model_class
+
+    raw: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--param expects key=value, got {pair!r}")
+        if key in raw:
+            raise ConfigError(f"--param {key} given twice ({raw[key]!r} and "
+                              f"{value.strip()!r}); give each parameter once")
+        raw[key] = value.strip()
+    return model_class(model_name).Config.from_strings(raw)

@@ -1,0 +1,242 @@
+"""``recoforge evaluate``, ``demo``, ``datasets`` and ``models``."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import pandas as pd
+import typer
+from rich.table import Table
+
+from recoforge.cli._app import app, console, progress_bar
+from recoforge.cli._files import check_output, write_atomic
+from recoforge.cli._options import (
+    DupOpt,
+    EncodingOpt,
+    HeaderOpt,
+    ImplicitOpt,
+    ItemCol,
+    KOpt,
+    RatingCol,
+    SeedOpt,
+    SepOpt,
+    TimeCol,
+    UserCol,
+    load_interactions,
+)
+from recoforge.errors import ConfigError
+
+SplitName = Literal["holdout", "global", "loo", "loo-latest", "temporal"]
+#: loader keyword -> the evaluate option that sets it
+DATASET_OPTIONS = {"path": "--path", "download": "--download",
+                   "n_interactions": "--n-interactions"}
+
+
+def _table(frame: pd.DataFrame, title: str, floatfmt: str = "{:.4f}") -> Table:
+    table = Table(title=title)
+    for col in frame.columns:
+        table.add_column(str(col), justify="right" if frame[col].dtype.kind in "fiu" else "left")
+    for row in frame.itertuples(index=False):
+        table.add_row(*[floatfmt.format(v) if isinstance(v, float) else str(v) for v in row])
+    return table
+
+
+def _int_list(text: str, option: str = "--k") -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"{option} expects comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise ConfigError(f"{option} values must be positive integers, got {text!r}")
+    return values
+
+
+def _model_names(text: str) -> list[str]:
+    """The names of ``--models``: registered, each once."""
+    from recoforge.models.registry import model_class
+
+    names = [name.strip() for name in text.split(",")]
+    if any(not name for name in names):
+        raise ConfigError(f"--models {text!r} has an empty name; separate names by single "
+                          f"commas")
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise ConfigError(f"--models lists {name!r} twice; give each model once")
+        seen.add(name)
+        model_class(name)  # an unknown name fails before any data is read
+    return names
+
+
+def _dataset_loader(name: str) -> Any:
+    """The loader behind a registered dataset name (None for any other text)."""
+    from recoforge.data import loaders
+
+    table = loaders._loaders()
+    key = re.sub(r"^movielens-?", "ml-", name.strip().lower())
+    return table.get(key) or table.get(f"ml-{key}")
+
+
+def _check_dataset_options(name: str, options: dict[str, Any]) -> None:
+    """Options a dataset's loader lacks, or arguments it needs, named as CLI flags."""
+    loader = _dataset_loader(name)
+    if loader is None:
+        if options:
+            flag = DATASET_OPTIONS[next(iter(options))]
+            raise ConfigError(f"{flag} applies to a registered dataset name (see `recoforge "
+                              f"datasets`), not to --data {name!r}")
+        return
+    parameters = inspect.signature(loader).parameters
+    for key in options:
+        if key not in parameters:
+            raise ConfigError(f"{DATASET_OPTIONS[key]} does not apply to dataset {name!r}")
+    for parameter in parameters.values():
+        needed = parameter.default is inspect.Parameter.empty and parameter.kind in (
+            inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        if needed and parameter.name not in options:
+            flag = DATASET_OPTIONS.get(parameter.name, parameter.name)
+            raise ConfigError(f"dataset {name!r} needs {flag} (see `recoforge datasets`)")
+
+
+def _evaluation_data(data: str, file_options: dict[str, Any],
+                     dataset_options: dict[str, Any]) -> Any:
+    """A file read with the file options, or a named dataset / dataset folder."""
+    from recoforge.data.loaders import load_dataset
+
+    source = Path(data).expanduser()
+    if source.is_file():
+        if dataset_options:
+            flag = DATASET_OPTIONS[next(iter(dataset_options))]
+            raise ConfigError(f"{flag} applies to a dataset name; --data {data!r} is a file")
+        return load_interactions(source, **file_options)
+    given = [flag for flag, value in (
+        ("--user-col", file_options["user_col"]), ("--item-col", file_options["item_col"]),
+        ("--rating-col", file_options["rating_col"]),
+        ("--timestamp-col", file_options["timestamp_col"]), ("--sep", file_options["sep"]),
+        ("--header/--no-header", file_options["header"]),
+        ("--encoding", file_options["encoding"]), ("--implicit", file_options["implicit"]),
+        ("--duplicates", file_options["duplicates"])) if value not in (None, False)]
+    if file_options["header"] is not None:
+        given.append("--header/--no-header")
+    what = "a dataset folder" if source.is_dir() else "a dataset name"
+    if given:
+        raise ConfigError(f"{given[0]} applies to interaction files; --data {data!r} is "
+                          f"{what}, whose columns and format are fixed")
+    if source.is_dir():
+        if dataset_options:
+            flag = DATASET_OPTIONS[next(iter(dataset_options))]
+            raise ConfigError(f"{flag} does not apply to a dataset folder (--data {data!r})")
+        return load_dataset(source)
+    _check_dataset_options(data, dataset_options)
+    return load_dataset(data, **dataset_options)
+
+
+def _split(dataset: Any, name: str, test_fraction: float, seed: int) -> Any:
+    from recoforge.data import split as splits
+
+    if not 0 < test_fraction < 1:
+        raise ConfigError(f"--test-fraction must be between 0 and 1 (exclusive), got "
+                          f"{test_fraction}")
+    makers = {
+        "holdout": lambda: splits.holdout_per_user(dataset, test_fraction=test_fraction,
+                                                   seed=seed),
+        "global": lambda: splits.holdout_global(dataset, test_fraction=test_fraction,
+                                                seed=seed),
+        "loo": lambda: splits.leave_one_out(dataset, seed=seed),
+        "loo-latest": lambda: splits.leave_one_out(dataset, strategy="latest", seed=seed),
+        "temporal": lambda: splits.temporal(dataset, quantile=1 - test_fraction),
+    }
+    return makers[name]()
+
+
+@app.command()
+def evaluate(
+    data: Annotated[str, typer.Option("--data", help="Interactions file, dataset folder or "
+                                      "dataset name (see `recoforge datasets`).")],
+    models: Annotated[str, typer.Option(help="Comma-separated model names.")] = "popularity",
+    split: Annotated[SplitName, typer.Option(help="holdout (per user), global, loo, "
+                                             "loo-latest, temporal.")] = "holdout",
+    test_fraction: Annotated[float, typer.Option(help="Test share, in (0, 1).")] = 0.2,
+    k: Annotated[str, typer.Option("--k", help="Cut-offs, comma-separated.")] = "10",
+    protocol: Annotated[Literal["full", "sampled"], typer.Option(help="full or sampled.")
+                        ] = "full",
+    seed: SeedOpt = 0,
+    user_col: UserCol = None, item_col: ItemCol = None, rating_col: RatingCol = None,
+    timestamp_col: TimeCol = None, sep: SepOpt = None, header: HeaderOpt = None,
+    encoding: EncodingOpt = None, implicit: ImplicitOpt = False, duplicates: DupOpt = None,
+    path: Annotated[Path | None, typer.Option(
+        "--path", help="Folder of a named dataset (e.g. where ml-100k was extracted).")
+                    ] = None,
+    download: Annotated[bool, typer.Option(
+        "--download", help="Download a named public dataset when it is not cached.")] = False,
+    n_interactions: Annotated[int | None, typer.Option(
+        "--n-interactions", min=1, help="Size of a generated dataset that needs one "
+        "(scalable).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Also write the leaderboard here (.csv, "
+                                             ".tsv, .parquet or .json).")] = None,
+) -> None:
+    """Evaluate models on a split and print a leaderboard."""
+    from recoforge.evaluation import compare
+    from recoforge.models.registry import create
+
+    names = _model_names(models)
+    cutoffs = _int_list(k)
+    target = check_output(out) if out is not None else None
+    file_options = {"user_col": user_col, "item_col": item_col, "rating_col": rating_col,
+                    "timestamp_col": timestamp_col, "sep": sep, "header": header,
+                    "encoding": encoding, "implicit": implicit, "duplicates": duplicates}
+    dataset_options = {key: value for key, value in (
+        ("path", path), ("download", download or None), ("n_interactions", n_interactions))
+        if value is not None}
+    dataset = _evaluation_data(data, file_options, dataset_options)
+    the_split = _split(dataset, split, test_fraction, seed)
+    with progress_bar() as bar:
+        task = bar.add_task(f"fitting {names[0]}", total=len(names))
+
+        def advance(done: int, total: int) -> None:
+            label = f"fitting {names[done]}" if done < total else "done"
+            bar.update(task, completed=done, total=total, description=label)
+
+        board = compare({name: create(name) for name in names}, the_split, k=cutoffs,
+                        protocol=protocol, progress=advance).leaderboard
+    console.print(_table(board.reset_index(), f"{dataset.name}: {the_split.name}"))
+    if target is not None:
+        write_atomic(board.reset_index(), target)
+
+
+@app.command()
+def datasets() -> None:
+    """List the datasets recoforge can load or generate."""
+    from recoforge.data.loaders import available_datasets
+
+    frame = pd.DataFrame(available_datasets())[["name", "description", "size"]]
+    console.print(_table(frame, "datasets"))
+
+
+@app.command()
+def models() -> None:
+    """List the registered models and their hyperparameters."""
+    from recoforge.models.registry import available_models, model_class
+
+    table = Table(title="models")
+    table.add_column("name")
+    table.add_column("parameters (default)")
+    for name in available_models():
+        params = ", ".join(f"{p}={d!r}" for p, d, _ in model_class(name).Config.describe())
+        table.add_row(name, params)
+    console.print(table)
+
+
+@app.command()
+def demo(
+    seed: SeedOpt = 0,
+    k: KOpt = 10,
+    user: Annotated[str | None, typer.Option(help="User to show.")] = None,
+) -> None:
+    """Generate the demo shop, fit every model, print a leaderboard and one user's lists."""
+    from recoforge.demo import run_demo
+
+    run_demo(console, seed=seed, k=k, user=user)
