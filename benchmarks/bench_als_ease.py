@@ -47,8 +47,8 @@ import recoforge as rf
 from recoforge.data import Dataset, Interactions
 from recoforge.data.split import holdout_per_user
 from recoforge.evaluation.metrics import binary_ideal, ndcg_at_k
-from recoforge.models._factors import FactorModel
-from recoforge.models.ease import EASE
+from recoforge.models.factors.core import FactorModel
+from recoforge.models.factors.ease import EASE
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = Path(os.environ.get("RECOFORGE_DATASETS", ROOT.parent / "shared" / "datasets"))

@@ -60,7 +60,7 @@ def candidate_path(repeats: int) -> list[str]:
     return ["## 1. Candidate path (implicit_als, 64 factors, 100,000 items, 1,000 users)", "",
             f"Data: scalable_interactions(2,000,000, 20,000 users, 100,000 items, seed 0): "
             f"{len(data.interactions):,} pairs.", "",
-            "| path | seconds (median of %d) | ratio |" % repeats, "| --- | --- | --- |",
+            f"| path | seconds (median of {repeats}) | ratio |", "| --- | --- | --- |",
             f"| full catalogue, top 10 | {f:.4f} | 1.0x |",
             f"| 100 candidates per user, top 10 | {c:.4f} | {f / c:.1f}x faster |", ""]
 

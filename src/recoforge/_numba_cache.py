@@ -27,7 +27,8 @@ from typing import Any
 PACKAGE_DIR = Path(__file__).resolve().parent
 #: folders holding modules with cached kernels (numba caches in their __pycache__); a
 #: read-only installation makes them all read-only, so they stand for any new ones too
-KERNEL_DIRS = ("models", "ranking", "evaluation")
+KERNEL_DIRS = ("models", "models/factors", "models/neighbours", "models/baselines",
+               "ranking", "evaluation")
 ENV = "NUMBA_CACHE_DIR"
 
 

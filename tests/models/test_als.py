@@ -8,7 +8,7 @@ import scipy.sparse as sp
 import recoforge as rf
 from recoforge.data import Dataset
 from recoforge.errors import ConfigError
-from recoforge.models.als import _n_blocks, _solve_cg, _solve_cholesky
+from recoforge.models.factors.als import _n_blocks, _solve_cg, _solve_cholesky
 from tests.models.test_factors import rating_frame
 
 

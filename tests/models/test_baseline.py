@@ -6,7 +6,7 @@ import scipy.sparse as sp
 import recoforge as rf
 from recoforge.data import Dataset
 from recoforge.errors import ConfigError
-from recoforge.models.baseline import (
+from recoforge.models.baselines.baseline import (
     bias_estimates,
     centre,
     subtract_offsets,

@@ -9,7 +9,7 @@ import pytest
 import recoforge as rf
 from recoforge.data import Dataset
 from recoforge.errors import ConfigError
-from recoforge.models.bpmf import _kept_sweeps, sample_normal_wishart
+from recoforge.models.factors.bpmf import _kept_sweeps, sample_normal_wishart
 from tests.models.test_sgd_mf import low_rank_ratings, rmse
 
 PARAMS = {"n_factors": 4, "n_samples": 20, "burn_in": 5, "stored_samples": 5, "seed": 1}

@@ -11,7 +11,7 @@ import scipy.sparse as sp
 import recoforge as rf
 from recoforge.data import Dataset, Interactions
 from recoforge.errors import ConfigError
-from recoforge.models._ranking_kernels import (
+from recoforge.models.factors._ranking_kernels import (
     HARD,
     POPULARITY,
     UNIFORM,

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 import recoforge as rf
 from recoforge.data import Dataset, IdIndex, Interactions, Sessions
 from recoforge.errors import ConfigError, DataError
-from recoforge.models.covisitation import fill_unscored
+from recoforge.models.neighbours.covisitation import fill_unscored
 
 ITEMS = ["a", "b", "c", "d", "e"]
 

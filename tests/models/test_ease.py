@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 import recoforge as rf
-import recoforge.models.ease as ease_module
+import recoforge.models.factors.ease as ease_module
 from recoforge.data import Dataset
 from recoforge.errors import ConfigError
 from tests.models.test_factors import rating_frame

@@ -8,7 +8,7 @@ import pytest
 import scipy.sparse as sp
 
 from recoforge.data import Dataset
-from recoforge.models._factors import FactorModel
+from recoforge.models.factors.core import FactorModel
 from recoforge.models.params import ModelConfig, param
 
 D = 4

@@ -136,7 +136,7 @@ def test_bad_parameters(name, params):
 
 
 def test_pagerank_batches_match_one_block(random_data, monkeypatch):
-    import recoforge.models.graph as graph
+    import recoforge.models.neighbours.graph as graph
 
     data, _ = random_data
     model = rf.create("pagerank", n_iter=30, tol=0.0).fit(data)

@@ -10,8 +10,8 @@ import scipy.sparse as sp
 import recoforge as rf
 from recoforge.data import Dataset
 from recoforge.errors import ConfigError
-from recoforge.models.sgd_mf import shuffle_in_place
-from recoforge.models.svdpp import implicit_sums
+from recoforge.models.factors.sgd_mf import shuffle_in_place
+from recoforge.models.factors.svdpp import implicit_sums
 
 
 def low_rank_ratings(seed: int = 0, n_users: int = 150, n_items: int = 100, rank: int = 3,
@@ -154,7 +154,7 @@ def test_implicit_sums_of_empty_rows_are_zero():
 
 
 def test_stratified_parallel_epochs_are_deterministic_and_cover_every_rating(synthetic):
-    from recoforge.models.sgd_mf import stratify
+    from recoforge.models.factors.sgd_mf import stratify
 
     train, _ = synthetic
     inter = train.interactions

@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from recoforge.errors import ConfigError
-from recoforge.models.similarity import (
+from recoforge.models.neighbours.similarity import (
     column_idf,
     similarity_matrix,
     topk_neighbours,
@@ -163,7 +163,7 @@ def test_symmetric_and_truncation_properties(seed, k, measure):
 def test_neighbour_scores_equal_the_sparse_product():
     import scipy.sparse as sp
 
-    from recoforge.models.similarity import neighbour_scores
+    from recoforge.models.neighbours.similarity import neighbour_scores
 
     rng = np.random.default_rng(3)
     histories = sp.random(7, 12, density=0.3, format="csr", random_state=rng)

@@ -132,7 +132,7 @@ def test_bpr_divergence_names_the_real_cause(ratings):
 
 
 def test_bpr_divergence_without_overshoot_blames_the_step_size():
-    from recoforge.models.bpr import divergence_message
+    from recoforge.models.factors.bpr import divergence_message
 
     config = model_class("bpr").Config(learning_rate=5.0, regularization=0.01,
                                        init_scale=50.0)

@@ -15,8 +15,8 @@ from recoforge.errors import ConfigError, MissingDependencyError
 if TYPE_CHECKING:
     from recoforge.models.base import Recommender
 
-#: sub-packages and modules of recoforge.models that hold no model
-_NOT_MODELS = {"base", "params", "registry", "similarity"}
+#: modules of recoforge.models that hold no model
+_NOT_MODELS = {"base", "params", "query", "registry"}
 
 _REGISTRY: dict[str, type[Recommender]] = {}
 _LOADED: list[bool] = []
@@ -32,19 +32,19 @@ def register(cls: type[Recommender]) -> type[Recommender]:
 
 
 def _load_all() -> None:
-    """Import every model module of recoforge.models once (they register themselves).
-
-    Sub-packages (e.g. ``neural``) whose optional dependency is missing are skipped.
-    """
+    """Import every model module of recoforge.models and its family sub-packages once
+    (they register themselves). A family whose optional dependency is missing (e.g.
+    ``neural`` without torch) is skipped."""
     if _LOADED:
         return
     import recoforge.models as package
 
-    for info in pkgutil.iter_modules(package.__path__):
-        if info.name in _NOT_MODELS or info.name.startswith("_"):
+    for info in pkgutil.walk_packages(package.__path__, prefix="recoforge.models."):
+        leaf = info.name.rsplit(".", 1)[-1]
+        if leaf in _NOT_MODELS or leaf.startswith("_") or info.ispkg:
             continue
         try:
-            importlib.import_module(f"recoforge.models.{info.name}")
+            importlib.import_module(info.name)
         except MissingDependencyError:
             continue
     _LOADED.append(True)

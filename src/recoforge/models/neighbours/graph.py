@@ -7,7 +7,7 @@ one-step transition probabilities:
   item -> user -> item; **RP3beta** further divides column j by deg(j)^beta to demote
   popular items. Each item keeps its ``top_k`` best neighbours (rows optionally rescaled
   to sum to 1); a query scores s = h W with h its binary history. Fit with the sparse
-  top-k kernel of :mod:`recoforge.models.similarity`: time O(sum_u deg(u)^2), memory
+  top-k kernel of :mod:`recoforge.models.neighbours.similarity`: time O(sum_u deg(u)^2), memory
   O(nnz + n_items * top_k), never a dense n_items x n_items matrix.
 - **PageRank** (random walk with restart): x = c q + (1 - c) x P_iu P_ui iterated from
   x = q, the restart distribution q being the query's history (or one item, for related
@@ -35,11 +35,11 @@ import scipy.sparse as sp
 
 from recoforge.data.dataset import Dataset
 from recoforge.models.base import Recommender
-from recoforge.models.covisitation import fill_unscored
+from recoforge.models.neighbours.covisitation import fill_unscored
+from recoforge.models.neighbours.similarity import neighbour_scores, topk_neighbours
 from recoforge.models.params import ModelConfig, param
 from recoforge.models.query import Query
 from recoforge.models.registry import register
-from recoforge.models.similarity import neighbour_scores, topk_neighbours
 from recoforge.resources import check_allocation, dense_bytes, guard_fit
 
 DENSE_BLOCK_BYTES = 1 << 26  # 64 MiB

@@ -33,7 +33,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recoforge.errors import ConfigError
-from recoforge.models.baseline import row_ids, subtract_offsets
+from recoforge.models.baselines.baseline import row_ids, subtract_offsets
 from recoforge.ranking.topk import heap_drain, heap_push
 
 SIMILARITIES = ("cosine", "dot", "adjusted_cosine", "pearson", "pearson_baseline", "jaccard")

@@ -26,11 +26,8 @@ import scipy.sparse as sp
 from recoforge.data.dataset import Dataset
 from recoforge.errors import ConfigError, NotSupportedError
 from recoforge.models.base import Recommender
-from recoforge.models.baseline import bias_estimates, user_bias_from_history
-from recoforge.models.params import ModelConfig, param
-from recoforge.models.query import Query
-from recoforge.models.registry import register
-from recoforge.models.similarity import (
+from recoforge.models.baselines.baseline import bias_estimates, user_bias_from_history
+from recoforge.models.neighbours.similarity import (
     CENTRED,
     SIMILARITIES,
     WEIGHTINGS,
@@ -42,6 +39,9 @@ from recoforge.models.similarity import (
     similarity_matrix,
     topk_neighbours,
 )
+from recoforge.models.params import ModelConfig, param
+from recoforge.models.query import Query
+from recoforge.models.registry import register
 from recoforge.resources import check_allocation, dense_bytes, guard_fit
 
 VARIANTS = ("plain", "mean-centred", "baseline")

@@ -33,10 +33,10 @@ import scipy.sparse as sp
 from recoforge.data.dataset import Dataset
 from recoforge.errors import ConfigError, DataError
 from recoforge.models.base import Recommender
+from recoforge.models.neighbours.similarity import neighbour_scores
 from recoforge.models.params import ModelConfig, param
 from recoforge.models.query import Query
 from recoforge.models.registry import register
-from recoforge.models.similarity import neighbour_scores
 from recoforge.resources import check_allocation, dense_bytes, guard_fit
 
 SECONDS_PER_DAY = 86_400.0

@@ -60,8 +60,7 @@ import scipy.sparse as sp
 
 from recoforge.data.dataset import Dataset
 from recoforge.errors import ConfigError, NotSupportedError
-from recoforge.models._factors import FactorModel
-from recoforge.models._ranking_kernels import (
+from recoforge.models.factors._ranking_kernels import (
     MAX_STREAMS,
     N_STATS,
     SAMPLERS,
@@ -72,6 +71,7 @@ from recoforge.models._ranking_kernels import (
     positive_bitset,
     warp_epoch,
 )
+from recoforge.models.factors.core import FactorModel
 from recoforge.models.params import ModelConfig, param, seed_param
 from recoforge.models.registry import register
 from recoforge.resources import check_allocation, dense_bytes, guard_fit

@@ -39,16 +39,16 @@ import numpy as np
 
 from recoforge.data.dataset import Dataset
 from recoforge.errors import ConfigError
-from recoforge.models.params import param
-from recoforge.models.query import Query
-from recoforge.models.registry import register
-from recoforge.models.sgd_mf import EpochFn
-from recoforge.models.svdpp import (
+from recoforge.models.factors.sgd_mf import EpochFn
+from recoforge.models.factors.svdpp import (
     SVDpp,
     apply_implicit_gradient,
     implicit_sums,
     user_implicit_sum,
 )
+from recoforge.models.params import param
+from recoforge.models.query import Query
+from recoforge.models.registry import register
 
 SECONDS_PER_DAY = 86_400
 # positions in the learning-rate and regularisation arrays handed to the kernels

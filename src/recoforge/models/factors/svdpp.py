@@ -28,16 +28,16 @@ import numba
 import numpy as np
 import scipy.sparse as sp
 
-from recoforge.models.params import param
-from recoforge.models.query import Query
-from recoforge.models.registry import register
-from recoforge.models.sgd_mf import (
+from recoforge.models.factors.sgd_mf import (
     EpochFn,
     SGDConfig,
     SGDRatingModel,
     _float32,
     _squared_errors,
 )
+from recoforge.models.params import param
+from recoforge.models.query import Query
+from recoforge.models.registry import register
 
 
 # ---------------------------------------------------------------------- kernels

@@ -29,7 +29,7 @@ from numba import prange
 
 from recoforge.data.dataset import Dataset
 from recoforge.errors import ConfigError
-from recoforge.models._factors import FactorModel
+from recoforge.models.factors.core import FactorModel
 from recoforge.models.params import ModelConfig, param, seed_param
 from recoforge.models.registry import register
 from recoforge.resources import check_allocation, dense_bytes, guard_fit

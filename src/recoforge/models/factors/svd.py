@@ -24,7 +24,7 @@ from scipy.sparse.linalg import svds
 
 from recoforge.data.dataset import Dataset
 from recoforge.errors import ConfigError
-from recoforge.models._factors import FactorModel
+from recoforge.models.factors.core import FactorModel
 from recoforge.models.params import ModelConfig, param, seed_param
 from recoforge.models.query import Query
 from recoforge.models.registry import register

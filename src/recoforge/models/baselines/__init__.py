@@ -1,0 +1,1 @@
+"""Baselines: popularity (counts, Bayesian-average ratings, time decay) and the bias model."""

@@ -1,0 +1,1 @@
+"""Neighbourhood models: item/user kNN, co-visitation and random walks on the graph."""
