@@ -229,3 +229,16 @@ def test_item_features_extend_the_catalogue_and_bad_feature_files(shop: Path):
                  "description", "--out", "x", cwd=shop)
     assert bad_id.returncode == 2 and "no item id column 'sku'" in bad_id.stderr
     assert not (shop / "x").exists()
+
+
+def test_models_listing_describes_declared_capabilities():
+    import recoforge as rf
+    from recoforge.cli.eval_commands import describe_capabilities
+    from recoforge.models.registry import model_class
+
+    als = describe_capabilities(model_class("als").capabilities())
+    assert "ratings" in als and "factorised" in als and "folded in" in als
+    ease = describe_capabilities(model_class("ease").capabilities())
+    assert "ratings" not in ease and "scores from history" in ease
+    assert all(describe_capabilities(model_class(n).capabilities())
+               for n in rf.available_models())

@@ -119,6 +119,21 @@ def test_vector_index_exact_backend_equals_recommend(fitted, data):
                  model.recommend(users, k=5, items=whitelist))
 
 
+def test_attached_index_is_saved_with_the_model(fitted, data, tmp_path: Path):
+    spec, model = fitted
+    if not model.factorised:
+        return
+    copy = rf.create(spec.name, **spec.params).fit(data[0])
+    copy.attach_index(VectorIndex.for_model(copy, backend="exact"))
+    copy.save(tmp_path / "m", include_history=True)
+    loaded = rf.load_model(tmp_path / "m")
+    users = list(data[0].user_index.ids[:6])
+    _close_lists(loaded.recommend(users, k=K, index=True), copy.recommend(users, k=K))
+    wrong = VectorIndex.build(np.ones((3, copy.item_vectors().shape[1]), np.float32))
+    with pytest.raises(rf.ConfigError, match="vectors"):
+        copy.attach_index(wrong)
+
+
 def test_capabilities_match_behaviour(fitted, data):
     spec, model = fitted
     caps = model.capabilities()
@@ -171,3 +186,17 @@ def test_query_validates_its_parts():
         Query(users=np.array([0, -1, 2]), history=hist, stored=True)
     query = Query.from_history(hist)
     assert query.stored_users is None and len(query.take(slice(0, 2))) == 2
+
+
+def test_fit_reports_progress_of_iterative_models(fitted, data):
+    spec, _ = fitted
+    calls = []
+    rf.create(spec.name, **spec.params).fit(data[0], progress=lambda done, total, **info:
+                                            calls.append((done, total, info)))
+    if calls:  # iterative models: one call per epoch, counting up to the total
+        done = [c[0] for c in calls]
+        assert done == list(range(1, len(calls) + 1)) and calls[-1][0] == calls[-1][1]
+        assert all(np.isfinite(c[2].get("loss", 0.0)) for c in calls)
+    elif spec.name in {"als", "implicit_als", "bpr", "warp", "logistic_mf", "sgd_mf", "svdpp",
+                       "timesvdpp", "bpmf"}:
+        pytest.fail(f"{spec.name} is iterative but reported no progress")

@@ -62,6 +62,7 @@ CONVENTIONAL_STATE: dict[str, str] = {
     "rating_max_": "float",
     "user_means_": "users",
     "item_means_": "items",
+    "vector_index_": "any: optional",
 }
 SCALAR_RULES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
 _QUALIFIERS = {"int", "bool", "text", "index<users>", "index<items>", "nonfinite", "optional"}

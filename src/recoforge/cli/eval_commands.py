@@ -223,11 +223,32 @@ def models() -> None:
 
     table = Table(title="models")
     table.add_column("name")
+    table.add_column("capabilities")
     table.add_column("parameters (default)")
     for name in available_models():
-        params = ", ".join(f"{p}={d!r}" for p, d, _ in model_class(name).Config.describe())
-        table.add_row(name, params)
+        cls = model_class(name)
+        params = ", ".join(f"{p}={d!r}" for p, d, _ in cls.Config.describe())
+        table.add_row(name, describe_capabilities(cls.capabilities()), params)
     console.print(table)
+
+
+def describe_capabilities(caps: dict) -> str:
+    """Capabilities in a few words: what the model does, and how it treats users."""
+    words = []
+    if caps["predicts_ratings"]:
+        words.append("ratings")
+    if caps["uses_time"]:
+        words.append("time-aware")
+    if caps["factorised"]:
+        words.append("factorised (ANN)")
+    if not caps["scores_full_catalogue"]:
+        words.append("candidates only")
+    for feature in ("item", "user"):
+        if caps[f"needs_{feature}_features"]:
+            words.append(f"needs {feature} features")
+    words.append({"history": "scores from history", "fold_in": "new users folded in",
+                  "trained_only": "trained users only"}[caps["user_state"]])
+    return ", ".join(words)
 
 
 @app.command()

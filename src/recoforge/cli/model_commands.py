@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import typer
 
-from recoforge.cli._app import app, console, err_console, progress_bar
+from recoforge.cli._app import app, console, progress_bar
 from recoforge.cli._files import check_output, column_key, read_ids, write_atomic
 from recoforge.cli._options import (
     DataOpt,
@@ -129,8 +129,15 @@ def fit(
                                       text=text_col or [], multilabel=label_col or [],
                                       categorical=category_col or [],
                                       numeric=numeric_col or [])
-    with err_console.status(f"fitting {model}"):
-        fitted = create(model, **params).fit(dataset, fallback=fallback)
+    with progress_bar() as bar:
+        task = bar.add_task(f"fitting {model}", total=None)
+
+        def epoch_done(done: int, total: int, **info: float) -> None:
+            loss = f" loss {info['loss']:.4g}" if "loss" in info else ""
+            bar.update(task, completed=done, total=total,
+                       description=f"fitting {model}{loss}")
+
+        fitted = create(model, **params).fit(dataset, fallback=fallback, progress=epoch_done)
     fitted.save(str(out), overwrite=overwrite, include_history=history)
     console.print(f"fitted {model} on {len(dataset.interactions):,} interactions "
                   f"({dataset.n_users:,} users, {dataset.n_items:,} items) in "

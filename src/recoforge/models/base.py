@@ -100,6 +100,7 @@ class Recommender:
     item_index_: IdIndex
     fallback_: Recommender | None
     _history: InMemoryHistory | None = None
+    _progress: Callable[..., None] | None = None
 
     def __init__(self, **params: Any) -> None:
         unknown = set(params) - set(self.Config.field_names())
@@ -160,7 +161,8 @@ class Recommender:
 
     # ------------------------------------------------------------------ fitting
     def fit(self, data: Dataset | Interactions,
-            fallback: str | Recommender | None = None) -> Recommender:
+            fallback: str | Recommender | None = None,
+            progress: Callable[..., None] | None = None) -> Recommender:
         """Learn from ``data``; returns ``self``.
 
         Parameters
@@ -169,12 +171,16 @@ class Recommender:
         fallback : str or Recommender, optional
             A model (or registered name) fitted on the same data that answers for
             users outside the vocabulary when ``recommend(..., unknown="fallback")``.
+        progress : callable(done, total, **info), optional
+            Called after each epoch / iteration / sweep of iterative models (``info`` may
+            hold ``loss``); the CLI shows it as a progress bar.
         """
         data = as_dataset(data)
         if len(data.interactions) == 0:
             raise DataError("cannot fit on empty interactions")
         self._clear_state()
         start = time.perf_counter()
+        self._progress = progress
         try:
             with memory_guard(f"fitting {self.name}"):
                 self.user_index_ = data.user_index
@@ -186,6 +192,8 @@ class Recommender:
         except BaseException:
             self._clear_state()  # a failed fit leaves an unfitted model, not half a state
             raise
+        finally:
+            self._progress = None
         self.fit_seconds_ = time.perf_counter() - start
         self.fitted_at_ = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         self.fallback_ = None
@@ -198,6 +206,12 @@ class Recommender:
 
     def _fit(self, data: Dataset) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def _epoch_done(self, done: int, total: int, **info: Any) -> None:
+        """Iterative models call this after each epoch: progress hook and DEBUG log."""
+        _log.debug("%s: %d/%d %s", self.name, done, total, info)
+        if self._progress is not None:
+            self._progress(done, total, **info)
 
     def _score(self, query: Query) -> np.ndarray:
         raise NotSupportedError(f"{type(self).__name__} scores only candidates")
@@ -291,8 +305,9 @@ class Recommender:
         batch_size : int, optional
             Queries scored at once; default keeps the dense score block near 128 MiB.
         progress : callable(done, total), optional
-        index : VectorIndex, optional
-            Retrieve through this index over ``item_vectors()`` (factorised models).
+        index : VectorIndex or True, optional
+            Retrieve through this index over ``item_vectors()`` (factorised models), or
+            through the one kept by :meth:`attach_index` (``True``).
         """
         self._check_fitted()
         k = req.check_k(k)
@@ -386,11 +401,37 @@ class Recommender:
         return _scoring.rank_full(self, query, k, exclude_seen, allowed, batch_size, progress)
 
     def _rank_with_index(self, index, query, k, exclude_seen, allowed):
-        if not self.factorised:
-            raise NotSupportedError(f"{self.name} has no retrieval vectors for an index")
+        if index is True:
+            index = getattr(self, "vector_index_", None)
+            if index is None:
+                raise ConfigError("index=True needs an index attached with attach_index()")
+        self._check_index(index)
         vectors = self.query_vectors(query)
         return index.search(vectors, k, exclude=query.history if exclude_seen else None,
                             allowed=allowed)
+
+    def attach_index(self, index: Any) -> Recommender:
+        """Keep a retrieval index over :meth:`item_vectors` with the model (saved with it);
+        ``recommend(..., index=True)`` then retrieves through it. Build one with
+        ``recoforge.ranking.index.VectorIndex.for_model(model, backend=...)``."""
+        self._check_fitted()
+        self._check_index(index)
+        self.vector_index_ = index
+        return self
+
+    def _check_index(self, index: Any) -> None:
+        if not self.factorised:
+            raise NotSupportedError(f"{self.name} has no retrieval vectors for an index")
+        vectors = self.item_vectors()
+        if vectors is None:
+            raise NotSupportedError(f"{self.name} has no item vectors")
+        if (index.n_items, index.dim) != vectors.shape:
+            raise ConfigError(f"the index holds {index.n_items} vectors of dimension "
+                              f"{index.dim}; {self.name} has {vectors.shape[0]} of "
+                              f"dimension {vectors.shape[1]}")
+        if index.metric != self.vector_similarity:
+            raise ConfigError(f"the index ranks by {index.metric}; {self.name} scores by "
+                              f"{self.vector_similarity}")
 
     def _recommend_unknown(self, missing, k, exclude_seen, items, unknown) -> pd.DataFrame:
         if unknown == "error":

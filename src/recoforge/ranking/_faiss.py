@@ -1,4 +1,4 @@
-"""FAISS side of :class:`recoforge.ranking.index.VectorIndex`: build, search, load checks.
+"""FAISS side of :class:`recoforge.ranking.index.VectorIndex`: options, build, search, checks.
 
 FAISS is optional (extra ``ann``); it is imported through
 :func:`recoforge.errors.require` when one of these functions runs, never at import time.
@@ -8,8 +8,10 @@ HNSW for ``"dot"`` indexes each item v as (v, sqrt(R^2 - |v|^2)), R the largest 
 and each query q as (q, 0): inner products are unchanged, and every item then has norm R,
 so the largest inner product is also the nearest neighbour and the graph is built in a
 metric space (Bachrach et al., "Speeding up the Xbox recommender system using a Euclidean
-transformation for inner-product spaces", RecSys 2014). Graph search over raw inner
-products misses more of the true top-k at the same ``ef_search``.
+transformation for inner-product spaces", RecSys 2014). ``ip_transform=False`` indexes the
+raw vectors instead. Neither wins everywhere: the extra coordinate helps where norms are
+alike, and hurts where a few items have much larger norms than the rest (it then
+dominates the other coordinates); benchmarks/results/vector_index.md measures both.
 """
 
 from __future__ import annotations
@@ -21,6 +23,46 @@ import numpy as np
 
 from recoforge.errors import ArtifactError, ConfigError, require
 from recoforge.threads import get_num_threads
+
+#: options of each backend and their defaults (None: filled in at build)
+OPTION_DEFAULTS: dict[str, dict[str, Any]] = {
+    "exact": {},
+    "hnsw": {"M": 16, "ef_construction": 100, "ef_search": 64, "ip_transform": True},
+    "ivf": {"nlist": None, "nprobe": None, "seed": 0, "train_size": None},
+}
+#: the options that are search-time settings
+SEARCH_OPTIONS = {"hnsw": ("ef_search",), "ivf": ("nprobe",), "exact": ()}
+
+
+def positive_int(name: str, value: object, error: type[Exception] = ConfigError) -> int:
+    """``value`` as an int, or ``error`` naming ``name`` unless it is an integer >= 1."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise error(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def check_options(backend: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Defaults merged with ``options``; unknown names and bad values raise ConfigError."""
+    unknown = sorted(set(options) - set(OPTION_DEFAULTS[backend]))
+    if unknown:
+        known = ", ".join(OPTION_DEFAULTS[backend]) or "none"
+        raise ConfigError(f"unknown option(s) {', '.join(unknown)} for backend "
+                          f"{backend!r} (known: {known})")
+    merged = {**OPTION_DEFAULTS[backend], **options}
+    for name, value in merged.items():
+        if value is None and name in ("nlist", "nprobe", "train_size"):
+            continue
+        if name == "ip_transform":
+            if not isinstance(value, (bool, np.bool_)):
+                raise ConfigError(f"ip_transform must be True or False, got {value!r}")
+            merged[name] = bool(value)
+        elif name == "seed":
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise ConfigError(f"seed must be a non-negative integer, got {value!r}")
+            merged[name] = int(value)
+        else:
+            merged[name] = positive_int(name, value)
+    return merged
 
 
 def faiss_module() -> Any:

@@ -9,9 +9,10 @@ Backends:
 - ``"exact"``: blocked matrix products (BLAS) + :func:`recoforge.ranking.topk.topk`;
   always correct; O(n_items * dim) work per query.
 - ``"hnsw"``: ``faiss.IndexHNSWFlat`` (graph search; Malkov & Yashunin, 2018), inner
-  product. Parameters ``M`` (links per node), ``ef_construction``, ``ef_search``. For
-  ``"dot"`` items carry one extra coordinate that gives them equal norms (see
-  :mod:`recoforge.ranking._faiss`), which keeps recall high at the same ``ef_search``.
+  product. Parameters ``M`` (links per node), ``ef_construction``, ``ef_search`` and
+  ``ip_transform``: for ``"dot"`` items carry one extra coordinate that gives them equal
+  norms (see :mod:`recoforge.ranking._faiss`) unless ``ip_transform=False``; which recalls
+  more depends on the data (benchmarks/results/vector_index.md).
 - ``"ivf"``: ``faiss.IndexIVFFlat`` (k-means cells, inverted lists) for large catalogues.
   Parameters ``nlist`` (cells), ``nprobe`` (cells visited per query), ``seed`` and
   ``train_size`` (the seeded sample k-means is trained on).
@@ -52,40 +53,6 @@ BLOCK_BYTES = 64 << 20
 EXACT_SWITCH = 16
 PART_VERSION = 1
 _BLOB = "faiss_index"
-_DEFAULTS: dict[str, dict[str, Any]] = {
-    "exact": {},
-    "hnsw": {"M": 16, "ef_construction": 100, "ef_search": 64},
-    "ivf": {"nlist": None, "nprobe": None, "seed": 0, "train_size": None},
-}
-_SEARCH_OPTIONS = {"hnsw": ("ef_search",), "ivf": ("nprobe",), "exact": ()}
-
-
-def _positive_int(name: str, value: object, error: type[Exception] = ConfigError) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise error(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def _check_options(backend: str, options: dict[str, Any]) -> dict[str, Any]:
-    """Defaults merged with ``options``; unknown names and bad values raise ConfigError."""
-    unknown = sorted(set(options) - set(_DEFAULTS[backend]))
-    if unknown:
-        known = ", ".join(_DEFAULTS[backend]) or "none"
-        raise ConfigError(f"unknown option(s) {', '.join(unknown)} for backend "
-                          f"{backend!r} (known: {known})")
-    merged = {**_DEFAULTS[backend], **options}
-    for name, value in merged.items():
-        if value is None and name in ("nlist", "nprobe", "train_size"):
-            continue
-        if name == "seed":
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-                raise ConfigError(f"seed must be a non-negative integer, got {value!r}")
-            merged[name] = int(value)
-        else:
-            merged[name] = _positive_int(name, value)
-    return merged
-
-
 def _as_vectors(vectors: object, name: str, dim: int | None = None) -> np.ndarray:
     """A C-contiguous float32 matrix with finite values, or a DataError naming ``name``."""
     try:
@@ -150,7 +117,9 @@ class VectorIndex:
     backend : {"exact", "hnsw", "ivf", "auto"}
         See the module docstring. ``"auto"`` takes no options.
     **options
-        ``hnsw``: ``M`` (16), ``ef_construction`` (100), ``ef_search`` (64).
+        ``hnsw``: ``M`` (16), ``ef_construction`` (100), ``ef_search`` (64),
+        ``ip_transform`` (True: for "dot", index items with the equal-norm coordinate;
+        False: raw inner products; no effect for "cosine").
         ``ivf``: ``nlist`` (default ``min(sqrt(n), n / 39)``), ``nprobe`` (default
         ``min(16, nlist)``), ``seed`` (0), ``train_size`` (default ``min(n, 64 * nlist)``);
         the defaults are filled in by :meth:`fit` and shown in :attr:`options`.
@@ -175,7 +144,7 @@ class VectorIndex:
         self.metric = metric
         self.backend = backend
         self.requested_backend = backend
-        self._given_options = _check_options(backend, options) if backend != "auto" else {}
+        self._given_options = _faiss.check_options(backend, options) if backend != "auto" else {}
         self.options = dict(self._given_options)
         self._vectors: np.ndarray | None = None  # exact backend only
         self._faiss_index: Any = None
@@ -188,6 +157,14 @@ class VectorIndex:
               **options: Any) -> VectorIndex:
         """Construct and :meth:`fit` in one call."""
         return cls(metric, backend, **options).fit(vectors)
+
+    @classmethod
+    def for_model(cls, model: Any, backend: str = "auto", **options: Any) -> VectorIndex:
+        """An index over a factorised model's ``item_vectors()`` with its similarity."""
+        if not getattr(model, "factorised", False):
+            raise ConfigError(f"{getattr(model, 'name', model)!r} is not a factorised model")
+        return cls.build(model.item_vectors(), metric=model.vector_similarity,
+                         backend=backend, **options)
 
     def fit(self, vectors: object) -> VectorIndex:
         """Index ``vectors`` (n_items, dim); replaces anything indexed before.
@@ -206,7 +183,7 @@ class VectorIndex:
             data = _normalised(data)
         if self.requested_backend == "auto":
             self.backend = self._auto_backend(len(data))
-            self._given_options = _check_options(self.backend, {})
+            self._given_options = _faiss.check_options(self.backend, {})
         self.options = dict(self._given_options)
         self._n_items, self._dim = data.shape
         self._vectors, self._faiss_index = None, None
@@ -236,7 +213,7 @@ class VectorIndex:
     @property
     def _norm_coordinate(self) -> bool:
         """Whether FAISS holds items with the extra norm coordinate (HNSW for "dot")."""
-        return self.backend == "hnsw" and self.metric == "dot"
+        return self.backend == "hnsw" and self.metric == "dot" and self.options["ip_transform"]
 
     def _build_ivf(self, data: np.ndarray) -> Any:
         opts = self.options = _faiss.resolve_ivf_options(self.options, len(data))
@@ -248,12 +225,12 @@ class VectorIndex:
 
         They are passed to FAISS per call (no shared state is mutated while searching).
         """
-        allowed = _SEARCH_OPTIONS.get(self.backend, ())
+        allowed = _faiss.SEARCH_OPTIONS.get(self.backend, ())
         unknown = sorted(set(params) - set(allowed))
         if unknown:
             raise ConfigError(f"{', '.join(unknown)} is not a search setting of backend "
                               f"{self.backend!r} (settings: {', '.join(allowed) or 'none'})")
-        checked = {name: _positive_int(name, value) for name, value in params.items()}
+        checked = {name: _faiss.positive_int(name, value) for name, value in params.items()}
         if "nprobe" in checked and self.options.get("nlist") is not None:
             _faiss.check_nprobe(checked["nprobe"], self.options["nlist"])
         self.options.update(checked)
@@ -314,7 +291,7 @@ class VectorIndex:
         """
         if not self.is_fitted:
             raise ConfigError("VectorIndex.search called before fit (or build)")
-        k = _positive_int("k", k)
+        k = _faiss.positive_int("k", k)
         data = _as_vectors(queries, "queries", self._dim)
         if self.metric == "cosine":
             data = _normalised(data)
@@ -491,8 +468,8 @@ class VectorIndex:
             raise ArtifactError("vector index: options must be a mapping")
         try:
             index = cls(meta["metric"], meta["backend"], **meta["options"])
-            index._n_items = _positive_int("n_items", meta["n_items"])
-            index._dim = _positive_int("dim", meta["dim"])
+            index._n_items = _faiss.positive_int("n_items", meta["n_items"])
+            index._dim = _faiss.positive_int("dim", meta["dim"])
             if index.backend == "ivf":
                 resolved = _faiss.resolve_ivf_options(index.options, index._n_items)
                 if resolved != index.options:

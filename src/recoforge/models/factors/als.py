@@ -272,13 +272,15 @@ class _ALSBase(FactorModel):
         users, items = self._init_factors(by_user.shape, rng)
         losses, seconds = [], []
         with numba_threads(cfg.n_threads):
-            for _ in range(cfg.iterations):
+            for iteration in range(cfg.iterations):
                 start = time.perf_counter()
                 self._half_step(by_user, users, items, user_side=True)
                 self._half_step(by_item, items, users, user_side=False)
                 seconds.append(time.perf_counter() - start)
                 if cfg.track_loss:
                     losses.append(self._loss(by_user, users, items))
+                self._epoch_done(iteration + 1, cfg.iterations,
+                                 **({"loss": losses[-1]} if cfg.track_loss else {}))
         self._store(users, items)
         self.iteration_seconds_ = np.asarray(seconds)
         self.loss_history_ = np.asarray(losses, dtype=np.float64)

@@ -219,6 +219,7 @@ class BayesianMF(FactorModel):
             state.sweep(by_user, by_item, self.global_bias_, cfg, rng)
             if sweep >= cfg.burn_in:
                 acc.add(state, sweep - cfg.burn_in in keep)
+            self._epoch_done(sweep + 1, cfg.burn_in + cfg.n_samples)
         self._store(acc)
 
     def _store(self, acc: _Accumulator) -> None:

@@ -155,6 +155,8 @@ class RankingMF(FactorModel):
             for epoch in range(cfg.n_epochs):
                 history[epoch] = self._epoch(positives, pairs, users, items,
                                              lr, reg, cdf, states)
+                self._epoch_done(epoch + 1, cfg.n_epochs,
+                                 loss=history[epoch, 0] / max(history[epoch, 1], 1.0))
         if not (np.isfinite(users).all() and np.isfinite(items).all()):
             raise ConfigError(divergence_message(self.name, cfg))
         self.user_factors_, self.item_factors_ = users, items

@@ -283,6 +283,7 @@ class SGDRatingModel(FactorModel):
         with numba_threads(cfg.n_threads):
             for _ in range(cfg.n_epochs):
                 losses.append(np.sqrt(epoch(scale) / max(n_train, 1)))
+                self._epoch_done(len(losses), cfg.n_epochs, loss=losses[-1])
                 scale *= cfg.lr_decay
                 if len(valid[0]) == 0:
                     continue
