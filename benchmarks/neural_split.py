@@ -10,6 +10,7 @@ Subcommands::
     python benchmarks/neural_split.py write --dataset ml-100k --work /tmp/neural
     python benchmarks/neural_split.py write --dataset ml-1m --protocol ratings --work /tmp/neural
     python benchmarks/neural_split.py score --split /tmp/neural/ml-100k/test --lists lists.tsv
+    python benchmarks/neural_split.py check --split /tmp/neural/ml-100k/test --lists /tmp/e.tsv
 
 ``write --protocol topn`` (default): all ratings as implicit events (value 1), the per-user
 random 80/20 split ``holdout_per_user(data, 0.2, seed=42)`` (the split of
@@ -32,6 +33,10 @@ reproduce the peer's ranking: exactly the code path that measures our models. As
 cross-check it also computes NDCG@k directly from the lists with
 ``recoforge.evaluation.metrics.ndcg_at_k`` / ``binary_ideal`` and refuses to report if the
 two differ. Prints one JSON line (and ``--json FILE`` writes it).
+
+``check``: fits our EASE on the split, measures it with ``evaluate`` directly and through
+its written top-100 lists with ``score``, and fails unless both agree (to 1e-6): the
+proof that a peer's lists are measured exactly as our models are.
 """
 
 from __future__ import annotations
@@ -251,6 +256,25 @@ def score(split_dir: Path, lists_path: Path, ks: tuple[int, ...]) -> dict:
     return out
 
 
+def self_check(split_dir: Path, ks: tuple[int, ...], lists_path: Path) -> dict:
+    """Our EASE measured twice: by evaluate() directly and through its written lists."""
+    import recoforge as rf
+
+    split, _ = rebuild(split_dir)
+    model = rf.create("ease", regularization=500.0).fit(split.train)
+    direct = evaluate(model, split, k=ks, metrics=list(SCORE_METRICS)).summary
+    idx, _ = model.top_items(users=np.arange(split.train.n_users), k=100)
+    users = np.repeat(split.train.user_index.ids, idx.shape[1])
+    frame = pd.DataFrame({"user": users, "item": split.train.item_index.ids[idx.ravel()],
+                          "rank": np.tile(np.arange(1, idx.shape[1] + 1), idx.shape[0])})
+    frame.sample(frac=1.0, random_state=0).to_csv(lists_path, sep="\t", index=False)
+    via_lists = score(split_dir, lists_path, ks)
+    worst = max(abs(round(float(v), 6) - via_lists[name]) for name, v in direct.items())
+    if worst > 1e-6:
+        raise DataError(f"self-check failed: evaluate {direct.to_dict()} vs lists {via_lists}")
+    return {"self_check": "ok", "model": "ease(regularization=500)", **via_lists}
+
+
 # ----------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -264,15 +288,23 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--lists", type=Path, required=True, help="TSV: user item rank")
     s.add_argument("--k", default="10", help="cut-offs, comma-separated (default 10)")
     s.add_argument("--json", type=Path, help="also write the result here")
+    c = sub.add_parser("check", help="score our EASE both ways (evaluate and its lists)")
+    c.add_argument("--split", type=Path, required=True, help="a folder written by `write`")
+    c.add_argument("--lists", type=Path, required=True, help="where to write EASE's lists")
     args = parser.parse_args(argv)
     try:
         if args.command == "write":
             write(args.dataset, args.protocol, args.work)
             return
+        if args.command == "check":
+            print(json.dumps(self_check(args.split, (10, 20), args.lists)))
+            return
         try:
             ks = tuple(sorted({int(k) for k in args.k.split(",")}))
         except ValueError:
             raise ConfigError(f"--k must be comma-separated integers, got {args.k!r}") from None
+        if not ks or ks[0] < 1:
+            raise ConfigError(f"--k must be positive integers, got {args.k!r}")
         result = score(args.split, args.lists, ks)
         line = json.dumps(result)
         print(line)

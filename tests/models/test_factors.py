@@ -8,6 +8,7 @@ import pytest
 import scipy.sparse as sp
 
 from recoforge.data import Dataset
+from recoforge.models._queries import history_matrix
 from recoforge.models.factors.core import FactorModel
 from recoforge.models.params import ModelConfig, param
 
@@ -88,7 +89,7 @@ def test_explanations_sum_to_the_folded_in_score(data, implicit):
     item = int(np.flatnonzero(dense[0] == 0)[0])
     why = model.explain(item, history={"q": history}, n=100)
     assert set(why["id"]) == set(history) and (why["source"] == "item").all()
-    factors, _ = model.fold_in(model._history_matrix({"q": history}, "error")[1])
+    factors, _ = model.fold_in(history_matrix(model, {"q": history}, "error")[1])
     expected = float(factors[0] @ model.item_factors_[item])
     assert why["contribution"].sum() == pytest.approx(expected, rel=1e-4, abs=1e-5)
     assert np.all(np.diff(np.abs(why["contribution"].to_numpy())) <= 1e-12)  # by |weight|

@@ -11,6 +11,7 @@ import pytest
 import recoforge as rf
 from recoforge.data import Dataset
 from recoforge.errors import ConfigError
+from recoforge.models._queries import history_matrix
 
 START = 1_500_000_000  # epoch seconds of day 0 of the synthetic data
 DAY = 86_400
@@ -219,7 +220,7 @@ def test_parallel_epochs_learn_as_well(data, frames):
 
 def test_new_user_history_uses_neutral_time_terms(model):
     history = {model.item_index_.ids[j]: 4.0 for j in range(5)}
-    factors, biases = model.fold_in(model._history_matrix({"new": history}, "error")[1])
+    factors, biases = model.fold_in(history_matrix(model, {"new": history}, "error")[1])
     scores = model.recommend(history={"new": history}, k=3, exclude_seen=False)
     expected = factors[0] @ model.item_factors_.T + model.global_bias_ + model.item_bias_ \
         + biases[0]

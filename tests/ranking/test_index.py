@@ -151,6 +151,8 @@ def test_bad_configuration(items):
         VectorIndex(backend="auto", M=8)
     with pytest.raises(ConfigError, match="ef_search must be a positive integer"):
         VectorIndex(backend="hnsw", ef_search=0)
+    with pytest.raises(ConfigError, match="ip_transform must be True or False, got 1"):
+        VectorIndex(backend="hnsw", ip_transform=1)
     with pytest.raises(ConfigError, match="before fit"):
         VectorIndex().search(items[:1], K)
 
@@ -181,6 +183,37 @@ def test_ann_recall_against_exact(ann_indexes, items, queries, backend, metric):
     assert (found >= 0).all()
     same = found == truth  # where they agree, the scores agree too
     np.testing.assert_allclose(scores[same], truth_scores[same], rtol=1e-4, atol=1e-4)
+
+
+def test_hnsw_with_and_without_the_ip_transform(ann_indexes, items, queries):
+    transformed = ann_indexes["hnsw", "dot"]
+    plain = VectorIndex.build(items, "dot", "hnsw", ef_search=256, ip_transform=False)
+    assert transformed.options["ip_transform"] is True
+    assert plain.options["ip_transform"] is False
+    assert (transformed._faiss_index.d, plain._faiss_index.d) == (DIM + 1, DIM)
+    truth, truth_scores = VectorIndex.build(items).search(queries, K)
+    found, scores = plain.search(queries, K)
+    assert recall(found, truth) >= 0.95
+    same = found == truth
+    np.testing.assert_allclose(scores[same], truth_scores[same], rtol=1e-4, atol=1e-4)
+    again = round_trip(plain)
+    assert again.options["ip_transform"] is False
+    np.testing.assert_array_equal(again.search(queries, K)[0], found)
+    meta, arrays, blobs = plain.to_parts()
+    claims_transform = {**meta, "options": {**meta["options"], "ip_transform": True}}
+    with pytest.raises(ArtifactError, match=f"dimension {DIM}, the metadata says "
+                                            f"{N_ITEMS} of dimension {DIM + 1}"):
+        VectorIndex.from_parts(claims_transform, arrays, blobs)
+
+
+def test_hnsw_saved_before_ip_transform_existed_loads_transformed(ann_indexes, queries):
+    index = ann_indexes["hnsw", "dot"]
+    meta, arrays, blobs = index.to_parts()
+    older = {**meta, "options": {k: v for k, v in meta["options"].items()
+                                 if k != "ip_transform"}}
+    again = VectorIndex.from_parts(older, arrays, blobs)
+    assert again.options["ip_transform"] is True
+    np.testing.assert_array_equal(again.search(queries, K)[0], index.search(queries, K)[0])
 
 
 def spy_fetch_sizes(monkeypatch):

@@ -32,7 +32,7 @@ PartPayload = tuple[dict[str, Any], dict[str, np.ndarray], dict[str, bytes]]
 BUILTIN_KINDS = frozenset({"scalar", "array", "csr", "ids", "features", "model"})
 #: library modules that register part kinds, imported when a kind is not yet known
 PART_PROVIDERS = ("recoforge.ranking.index", "recoforge.data.features",
-                  "recoforge.data.encoders")
+                  "recoforge.data.encoders", "recoforge.models.neural.state")
 KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$")
 _ARRAY_KINDS = "biufU"
 _REGISTRY: dict[str, type] = {}

@@ -16,13 +16,13 @@ returned for a broken model.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numba
 import numpy as np
 import scipy.sparse as sp
 
-from recoforge.errors import RecoforgeError
+from recoforge.errors import ConfigError, NotSupportedError, RecoforgeError
 from recoforge.models.query import Query
 from recoforge.ranking.topk import topk
 
@@ -167,3 +167,31 @@ def gather_full(model: Recommender, query: Query, candidates: np.ndarray) -> np.
     full = np.asarray(model._score(query))
     safe = np.maximum(candidates, 0)
     return np.take_along_axis(full, safe, axis=1).astype(np.float32, copy=False)
+
+
+def rank_with_index(model, index, query, k, exclude_seen, allowed):
+    if index is True:
+        index = getattr(model, "vector_index_", None)
+        if index is None:
+            raise ConfigError("index=True needs an index attached with attach_index()")
+    check_index(model, index)
+    vectors = model.query_vectors(query)
+    return index.search(vectors, k, exclude=query.history if exclude_seen else None,
+                        allowed=allowed)
+
+
+
+def check_index(model, index: Any) -> None:
+    if not model.factorised:
+        raise NotSupportedError(f"{model.name} has no retrieval vectors for an index")
+    vectors = model.item_vectors()
+    if vectors is None:
+        raise NotSupportedError(f"{model.name} has no item vectors")
+    if (index.n_items, index.dim) != vectors.shape:
+        raise ConfigError(f"the index holds {index.n_items} vectors of dimension "
+                          f"{index.dim}; {model.name} has {vectors.shape[0]} of "
+                          f"dimension {vectors.shape[1]}")
+    if index.metric != model.vector_similarity:
+        raise ConfigError(f"the index ranks by {index.metric}; {model.name} scores by "
+                          f"{model.vector_similarity}")
+

@@ -40,12 +40,11 @@ from recoforge.errors import (
     DataError,
     NotFittedError,
     NotSupportedError,
-    UnknownIdError,
 )
+from recoforge.models import _queries, _scoring
 from recoforge.models import _requests as req
-from recoforge.models import _scoring
 from recoforge.models.params import ModelConfig
-from recoforge.models.query import Query, merge_histories
+from recoforge.models.query import Query
 from recoforge.ranking.topk import topk
 from recoforge.resources import memory_guard
 
@@ -313,8 +312,8 @@ class Recommender:
         k = req.check_k(k)
         batch_size = req.check_batch_size(batch_size)
         req.check_unknown(unknown)
-        allowed = self._allowed_mask(items, unknown_items)
-        labels, parts, missing = self._build_queries(users, history, unknown_items)
+        allowed = _queries.allowed_mask(self, items, unknown_items)
+        labels, parts, missing = _queries.build_queries(self, users, history, unknown_items)
         width = min(k, len(self.item_index_))
         idx = np.full((len(labels), width), -1, np.int32)
         scores = np.full((len(labels), width), -np.inf, np.float32)
@@ -326,73 +325,14 @@ class Recommender:
         frame = self._frame(labels[answered], idx[answered], scores[answered])
         if not len(missing):
             return frame
-        rest = self._recommend_unknown(labels[missing], k, exclude_seen, items, unknown)
+        rest = _queries.answer_missing(self, labels[missing], k, exclude_seen, items, unknown)
         return req.order_like(pd.concat([frame, rest], ignore_index=True), list(labels))
-
-    def _build_queries(self, users, history, unknown_items
-                       ) -> tuple[np.ndarray, list[tuple[np.ndarray, Query]], np.ndarray]:
-        """(labels, [(row positions, Query)], positions of users with nothing to score).
-
-        Known users without new events form a stored Query (their trained parameters are
-        used); users with given events form a history Query (merged with the stored
-        history of known users); unknown users without events are 'missing'.
-        """
-        if users is None and history is None:
-            rows = np.arange(len(self.user_index_), dtype=np.int64)
-            return self.user_index_.ids, [(rows, self.known_query(rows))], rows[:0]
-        if history is None:
-            labels = req.label_array(req.as_list(users))
-            rows = self.user_index_.to_index(labels, unknown="ignore")
-            known = np.flatnonzero(rows >= 0)
-            parts = [(known, self.known_query(rows[known]))] if len(known) else []
-            return labels, parts, np.flatnonzero(rows < 0)
-        hist_labels, given = self._history_matrix(history, unknown_items)
-        if users is None:
-            users_idx = np.full(len(hist_labels), -1, np.int64)
-            labels = hist_labels
-        else:
-            labels, given = self._align_given(users, hist_labels, given)
-            users_idx = self.user_index_.to_index(labels, unknown="ignore")
-        fresh = given.getnnz(axis=1) > 0
-        stored_rows = np.flatnonzero(~fresh & (users_idx >= 0))
-        fresh_rows = np.flatnonzero(fresh)
-        parts = [(stored_rows, self.known_query(users_idx[stored_rows]))] \
-            if len(stored_rows) else []
-        if len(fresh_rows):
-            sub, ids = given[fresh_rows], users_idx[fresh_rows]
-            known = np.flatnonzero(ids >= 0)
-            stored = _scatter_rows(self.train_matrix_[ids[known]], known, len(fresh_rows)) \
-                if len(known) else sp.csr_matrix(sub.shape, dtype=np.float32)
-            parts.append((fresh_rows, Query.from_history(merge_histories(stored, sub), ids)))
-        if not self.needs_history and (~fresh & (users_idx < 0)).any():
-            anonymous = np.flatnonzero(~fresh & (users_idx < 0))
-            parts.append((anonymous, Query.from_history(given[anonymous])))
-            return labels, parts, anonymous[:0]
-        return labels, parts, np.flatnonzero(~fresh & (users_idx < 0))
-
-    def _align_given(self, users, hist_labels, given) -> tuple[np.ndarray, sp.csr_matrix]:
-        """Requested users' labels and their given events, one row per requested user."""
-        labels = req.label_array(req.as_list(users))
-        if len(hist_labels) == 1 and hist_labels[0] is None:
-            if len(labels) != 1:
-                raise DataError("one item list was given as history for several users; "
-                                "pass a mapping user -> items")
-            hist_labels = labels
-        position = {label: i for i, label in enumerate(labels.tolist())}
-        if len(position) != len(labels):
-            raise DataError("users are repeated in the request")
-        stray = [h for h in hist_labels.tolist() if h not in position]
-        if stray:
-            raise DataError(f"history given for {req.plain(stray[0])!r}, which is not among "
-                            f"the requested users")
-        order = np.array([position[h] for h in hist_labels.tolist()], dtype=np.int64)
-        return labels, _scatter_rows(given, order, len(labels))
 
     def _rank(self, query: Query, k: int, exclude_seen: bool, allowed: np.ndarray | None,
               batch_size: int | None, progress, index=None) -> tuple[np.ndarray, np.ndarray]:
         """Index-level top-k through the index, the candidate path or full scoring."""
         if index is not None:
-            return self._rank_with_index(index, query, k, exclude_seen, allowed)
+            return _scoring.rank_with_index(self, index, query, k, exclude_seen, allowed)
         if allowed is not None and allowed.sum() * CANDIDATE_RATIO <= len(self.item_index_):
             whitelist = np.flatnonzero(allowed)
             cand = np.broadcast_to(whitelist, (len(query), len(whitelist)))
@@ -400,57 +340,14 @@ class Recommender:
                                             exclude_seen, batch_size, progress)
         return _scoring.rank_full(self, query, k, exclude_seen, allowed, batch_size, progress)
 
-    def _rank_with_index(self, index, query, k, exclude_seen, allowed):
-        if index is True:
-            index = getattr(self, "vector_index_", None)
-            if index is None:
-                raise ConfigError("index=True needs an index attached with attach_index()")
-        self._check_index(index)
-        vectors = self.query_vectors(query)
-        return index.search(vectors, k, exclude=query.history if exclude_seen else None,
-                            allowed=allowed)
-
     def attach_index(self, index: Any) -> Recommender:
         """Keep a retrieval index over :meth:`item_vectors` with the model (saved with it);
         ``recommend(..., index=True)`` then retrieves through it. Build one with
         ``recoforge.ranking.index.VectorIndex.for_model(model, backend=...)``."""
         self._check_fitted()
-        self._check_index(index)
+        _scoring.check_index(self, index)
         self.vector_index_ = index
         return self
-
-    def _check_index(self, index: Any) -> None:
-        if not self.factorised:
-            raise NotSupportedError(f"{self.name} has no retrieval vectors for an index")
-        vectors = self.item_vectors()
-        if vectors is None:
-            raise NotSupportedError(f"{self.name} has no item vectors")
-        if (index.n_items, index.dim) != vectors.shape:
-            raise ConfigError(f"the index holds {index.n_items} vectors of dimension "
-                              f"{index.dim}; {self.name} has {vectors.shape[0]} of "
-                              f"dimension {vectors.shape[1]}")
-        if index.metric != self.vector_similarity:
-            raise ConfigError(f"the index ranks by {index.metric}; {self.name} scores by "
-                              f"{self.vector_similarity}")
-
-    def _recommend_unknown(self, missing, k, exclude_seen, items, unknown) -> pd.DataFrame:
-        if unknown == "error":
-            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-            raise UnknownIdError(f"unknown user id {req.plain(missing[0])!r}{more} with no "
-                                 f"known history; pass history= for new users, or "
-                                 f"unknown='skip' / 'fallback'")
-        if unknown == "skip":
-            return self._frame(missing[:0], np.empty((0, k), np.int32),
-                               np.empty((0, k), np.float32))
-        fallback = getattr(self, "fallback_", None)
-        if fallback is None:
-            raise ConfigError("unknown='fallback' needs a model fitted with fit(..., fallback=)")
-        empty: dict[Any, list[Any]] = {user: [] for user in missing.tolist()}
-        query = Query.from_history(sp.csr_matrix((len(empty), len(fallback.item_index_)),
-                                                 dtype=np.float32))
-        allowed = fallback._allowed_mask(items, "ignore")
-        idx, scores = fallback._rank(query, k, exclude_seen, allowed, None, None)
-        return fallback._frame(req.label_array(list(empty)), idx, scores)
 
     def top_items(self, users: np.ndarray | None = None, k: int = 10, *,
                   histories: sp.csr_matrix | None = None, exclude_seen: bool = True,
@@ -516,26 +413,6 @@ class Recommender:
             "score": scores.ravel()[valid],
             "rank": np.tile(np.arange(1, k + 1, dtype=np.int32), len(labels))[valid],
         })
-
-    def _allowed_mask(self, items, unknown_items) -> np.ndarray | None:
-        policy = req.id_policy(unknown_items)
-        if items is None:
-            return None
-        idx = self.item_index_.to_index(req.as_list(items), unknown=policy)
-        mask = np.zeros(len(self.item_index_), dtype=bool)
-        mask[idx[idx >= 0]] = True
-        return mask
-
-    def _history_matrix(self, history: HistoryInput, unknown_items
-                        ) -> tuple[np.ndarray, sp.csr_matrix]:
-        """Queries' labels and their histories as a CSR over this model's items."""
-        labels, rows, items, values = req.history_triples(history)
-        idx = self.item_index_.to_index(items, unknown=req.id_policy(unknown_items))
-        keep = idx >= 0
-        mat = sp.csr_matrix((values[keep], (rows[keep], idx[keep])),
-                            shape=(len(labels), len(self.item_index_)), dtype=np.float32)
-        mat.sum_duplicates()
-        return req.label_array(labels), mat
 
     # ------------------------------------------------------------------ other queries
     def predict(self, users: Iterable[Any], items: Iterable[Any],
@@ -616,7 +493,7 @@ class Recommender:
         if user is not None:
             query = self.known_query(self.user_index_.to_index([user]))
         else:
-            labels, hist = self._history_matrix(history, "error")
+            labels, hist = _queries.history_matrix(self, history, "error")
             if len(labels) != 1:
                 raise ConfigError("explain takes the history of one user")
             query = Query.from_history(hist)
@@ -652,15 +529,3 @@ class Recommender:
 
         self._check_fitted()
         save_model(self, path, overwrite=overwrite, include_history=include_history)
-
-
-def _scatter_rows(rows: sp.csr_matrix, positions: np.ndarray, n: int) -> sp.csr_matrix:
-    """An (n, m) CSR whose row ``positions[j]`` is ``rows[j]``; other rows empty."""
-    rows = sp.csr_matrix(rows)
-    counts = np.zeros(n, dtype=np.int64)
-    counts[positions] = np.diff(rows.indptr)
-    order = np.argsort(positions, kind="stable")
-    sorted_rows = rows[order]
-    indptr = np.concatenate([[0], np.cumsum(counts)])
-    return sp.csr_matrix((sorted_rows.data, sorted_rows.indices, indptr),
-                         shape=(n, rows.shape[1]))

@@ -1,0 +1,138 @@
+"""Turning a recommend call's users and events into Query batches over a model's items.
+
+The rules (see :meth:`Recommender.recommend`): known users without new events form a
+stored Query (their trained parameters are used); users with given events form a history
+Query (merged with a known user's stored history); unknown users without events are
+'missing' and follow the unknown-user policy. Memory: O(events of the request).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from recoforge.errors import ConfigError, DataError, UnknownIdError
+from recoforge.models import _requests as req
+from recoforge.models.query import Query, merge_histories
+
+if TYPE_CHECKING:
+    from recoforge.models.base import Recommender
+
+
+def build_queries(model: Recommender, users, history, unknown_items
+                   ) -> tuple[np.ndarray, list[tuple[np.ndarray, Query]], np.ndarray]:
+    """(labels, [(row positions, Query)], positions of users with nothing to score).
+
+    Known users without new events form a stored Query (their trained parameters are
+    used); users with given events form a history Query (merged with the stored
+    history of known users); unknown users without events are 'missing'.
+    """
+    if users is None and history is None:
+        rows = np.arange(len(model.user_index_), dtype=np.int64)
+        return model.user_index_.ids, [(rows, model.known_query(rows))], rows[:0]
+    if history is None:
+        labels = req.label_array(req.as_list(users))
+        rows = model.user_index_.to_index(labels, unknown="ignore")
+        known = np.flatnonzero(rows >= 0)
+        parts = [(known, model.known_query(rows[known]))] if len(known) else []
+        return labels, parts, np.flatnonzero(rows < 0)
+    hist_labels, given = history_matrix(model, history, unknown_items)
+    if users is None:
+        users_idx = np.full(len(hist_labels), -1, np.int64)
+        labels = hist_labels
+    else:
+        labels, given = align_given(model, users, hist_labels, given)
+        users_idx = model.user_index_.to_index(labels, unknown="ignore")
+    fresh = given.getnnz(axis=1) > 0
+    stored_rows = np.flatnonzero(~fresh & (users_idx >= 0))
+    fresh_rows = np.flatnonzero(fresh)
+    parts = [(stored_rows, model.known_query(users_idx[stored_rows]))] \
+        if len(stored_rows) else []
+    if len(fresh_rows):
+        sub, ids = given[fresh_rows], users_idx[fresh_rows]
+        known = np.flatnonzero(ids >= 0)
+        stored = scatter_rows(model.train_matrix_[ids[known]], known, len(fresh_rows)) \
+            if len(known) else sp.csr_matrix(sub.shape, dtype=np.float32)
+        parts.append((fresh_rows, Query.from_history(merge_histories(stored, sub), ids)))
+    if not model.needs_history and (~fresh & (users_idx < 0)).any():
+        anonymous = np.flatnonzero(~fresh & (users_idx < 0))
+        parts.append((anonymous, Query.from_history(given[anonymous])))
+        return labels, parts, anonymous[:0]
+    return labels, parts, np.flatnonzero(~fresh & (users_idx < 0))
+
+
+def align_given(model: Recommender, users, hist_labels, given) -> tuple[np.ndarray, sp.csr_matrix]:
+    """Requested users' labels and their given events, one row per requested user."""
+    labels = req.label_array(req.as_list(users))
+    if len(hist_labels) == 1 and hist_labels[0] is None:
+        if len(labels) != 1:
+            raise DataError("one item list was given as history for several users; "
+                            "pass a mapping user -> items")
+        hist_labels = labels
+    position = {label: i for i, label in enumerate(labels.tolist())}
+    if len(position) != len(labels):
+        raise DataError("users are repeated in the request")
+    stray = [h for h in hist_labels.tolist() if h not in position]
+    if stray:
+        raise DataError(f"history given for {req.plain(stray[0])!r}, which is not among "
+                        f"the requested users")
+    order = np.array([position[h] for h in hist_labels.tolist()], dtype=np.int64)
+    return labels, scatter_rows(given, order, len(labels))
+
+
+def allowed_mask(model: Recommender, items, unknown_items) -> np.ndarray | None:
+    policy = req.id_policy(unknown_items)
+    if items is None:
+        return None
+    idx = model.item_index_.to_index(req.as_list(items), unknown=policy)
+    mask = np.zeros(len(model.item_index_), dtype=bool)
+    mask[idx[idx >= 0]] = True
+    return mask
+
+
+def history_matrix(model: Recommender, history: req.HistoryInput, unknown_items
+                    ) -> tuple[np.ndarray, sp.csr_matrix]:
+    """Queries' labels and their histories as a CSR over this model's items."""
+    labels, rows, items, values = req.history_triples(history)
+    idx = model.item_index_.to_index(items, unknown=req.id_policy(unknown_items))
+    keep = idx >= 0
+    mat = sp.csr_matrix((values[keep], (rows[keep], idx[keep])),
+                        shape=(len(labels), len(model.item_index_)), dtype=np.float32)
+    mat.sum_duplicates()
+    return req.label_array(labels), mat
+
+
+def answer_missing(model: Recommender, missing, k, exclude_seen, items, unknown) -> pd.DataFrame:
+    """Users with nothing to score: raise, skip, or the fallback model's lists."""
+    if unknown == "error":
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise UnknownIdError(f"unknown user id {req.plain(missing[0])!r}{more} with no "
+                             f"known history; pass history= for new users, or "
+                             f"unknown='skip' / 'fallback'")
+    if unknown == "skip":
+        return model._frame(missing[:0], np.empty((0, k), np.int32),
+                           np.empty((0, k), np.float32))
+    fallback = getattr(model, "fallback_", None)
+    if fallback is None:
+        raise ConfigError("unknown='fallback' needs a model fitted with fit(..., fallback=)")
+    empty: dict[Any, list[Any]] = {user: [] for user in missing.tolist()}
+    query = Query.from_history(sp.csr_matrix((len(empty), len(fallback.item_index_)),
+                                             dtype=np.float32))
+    allowed = allowed_mask(fallback, items, "ignore")
+    idx, scores = fallback._rank(query, k, exclude_seen, allowed, None, None)
+    return fallback._frame(req.label_array(list(empty)), idx, scores)
+
+
+def scatter_rows(rows: sp.csr_matrix, positions: np.ndarray, n: int) -> sp.csr_matrix:
+    """An (n, m) CSR whose row ``positions[j]`` is ``rows[j]``; other rows empty."""
+    rows = sp.csr_matrix(rows)
+    counts = np.zeros(n, dtype=np.int64)
+    counts[positions] = np.diff(rows.indptr)
+    order = np.argsort(positions, kind="stable")
+    sorted_rows = rows[order]
+    indptr = np.concatenate([[0], np.cumsum(counts)])
+    return sp.csr_matrix((sorted_rows.data, sorted_rows.indices, indptr),
+                         shape=(n, rows.shape[1]))
