@@ -9,7 +9,8 @@ How each back-end follows it, without toggling process-wide pools per call:
   sets the calling thread's count (capped by a model's own ``n_threads`` when given) and
   restores it; no other thread is affected, which keeps it safe inside a server.
 - BLAS/OpenMP pools (via ``threadpoolctl`` when installed) and torch's intra-op pool are
-  process-wide: they are set once, when the setting is made, never per call.
+  process-wide: they are set once, when the setting is made, never per call; the thread
+  that makes the setting also gets it as its own numba count.
 """
 
 from __future__ import annotations
@@ -75,6 +76,11 @@ def set_num_threads(n: int | None = None) -> int:
 
 
 def _apply_process_pools(count: int) -> None:
+    import numba
+
+    # the calling thread's numba (OpenMP) count: torch's intra-op pool shares OpenMP here,
+    # and a parallel kernel run outside numba_threads() would otherwise reset it
+    numba.set_num_threads(count)
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:  # pragma: no cover - depends on the environment

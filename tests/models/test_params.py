@@ -98,3 +98,15 @@ def test_from_strings_refuses_unreadable_huge_integers():
         Bounded.from_strings({"seed": "9" * 5000})  # beyond Python's int digit limit
     with pytest.raises(ConfigError, match=r"size must be <= 4096"):
         Bounded(**Bounded.from_strings({"size": "9" * 1000}))
+
+
+def test_a_model_whose_extra_is_missing_names_the_extra(monkeypatch):
+    from recoforge.errors import MissingDependencyError
+    from recoforge.models import registry
+
+    registry.available_models()
+    monkeypatch.delitem(registry._REGISTRY, "embedding_mf", raising=False)
+    with pytest.raises(MissingDependencyError, match=r"recoforge\[deep\]"):
+        registry.create("embedding_mf")
+    with pytest.raises(ConfigError, match="unknown model"):
+        registry.create("no_such_model")

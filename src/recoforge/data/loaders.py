@@ -12,6 +12,7 @@ The public-dataset loaders live in :mod:`~recoforge.data.movielens`,
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
@@ -40,12 +41,18 @@ from recoforge.data.tables import (
     read_json_lines,
     read_parquet,
 )
+from recoforge.data.transforms import count_warning
 from recoforge.errors import DataError
 
-__all__ = ["SUPPORTED_FORMATS", "TEXT_SEPARATORS", "available_datasets", "load_dataset",
-           "read_id_list", "read_interactions", "read_table"]
+__all__ = ["SUPPORTED_FORMATS", "TEXT_SEPARATORS", "CountsAsRatingsWarning",
+           "available_datasets", "load_dataset", "read_id_list", "read_interactions",
+           "read_table"]
 
 Column = str | int
+
+
+class CountsAsRatingsWarning(UserWarning):
+    """A rating column that looks like counts was read as explicit ratings."""
 
 
 def read_table(
@@ -242,7 +249,10 @@ def read_interactions(
         Column names (or positions for header-less files without ``names``).
         Without ``rating_col`` every row is an implicit event of weight 1.
     kind : {"explicit", "implicit"}, optional
-        Default: explicit with a rating column, implicit otherwise.
+        Default: explicit with a rating column, implicit otherwise. When the default
+        makes a column of counts (non-negative integers, heavy tailed, up to 100 or
+        more) explicit ratings, a :class:`CountsAsRatingsWarning` says to pass
+        ``kind="implicit"`` (CLI ``--implicit``).
     duplicates : {"error", "last", "first", "sum", "mean"}, optional
         Policy for repeated (user, item) pairs; default "error" (explicit) / "sum"
         (implicit). See :meth:`Interactions.from_frame`.
@@ -269,6 +279,10 @@ def read_interactions(
         timestamp_col=timestamp_col, kind=kind, duplicates=duplicates,  # type: ignore[arg-type]
         source=path.name,
         first_line=(2 if header else 1) if is_text else (1 if fmt == "json" else None))
+    if kind is None and rating_col is not None and interactions.kind == "explicit":
+        message = count_warning(interactions.values, rating_col, path.name)
+        if message is not None:
+            warnings.warn(message, CountsAsRatingsWarning, stacklevel=2)
     return Dataset(interactions, name=path.stem)
 
 

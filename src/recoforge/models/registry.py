@@ -18,6 +18,10 @@ if TYPE_CHECKING:
 #: modules of recoforge.models that hold no model
 _NOT_MODELS = {"base", "params", "query", "registry"}
 
+#: models of families with an optional dependency: name -> extra (named when missing)
+OPTIONAL_MODELS = {name: "deep" for name in (
+    "embedding_mf", "gmf", "mlp", "neumf", "mult_vae", "recvae", "lightgcn")}
+
 _REGISTRY: dict[str, type[Recommender]] = {}
 _LOADED: list[bool] = []
 
@@ -61,6 +65,10 @@ def model_class(name: str) -> type[Recommender]:
     try:
         return _REGISTRY[name]
     except KeyError:
+        if name in OPTIONAL_MODELS:
+            raise MissingDependencyError(
+                f"model {name!r} needs an optional dependency: pip install "
+                f"'recoforge[{OPTIONAL_MODELS[name]}]'") from None
         raise ConfigError(f"unknown model {name!r}; available: {', '.join(sorted(_REGISTRY))}") \
             from None
 

@@ -247,9 +247,14 @@ def test_devices():
 
 
 def test_torch_threads_follow_the_one_setting():
-    from recoforge.threads import get_num_threads
+    from recoforge.threads import get_num_threads, set_num_threads
 
-    assert torch.get_num_threads() == get_num_threads()
+    previous = get_num_threads()
+    try:
+        assert set_num_threads(1) == 1 and torch.get_num_threads() == 1
+    finally:
+        set_num_threads(previous)
+    assert torch.get_num_threads() == previous
 
 
 def test_missing_torch_names_the_deep_extra(monkeypatch):

@@ -1,0 +1,344 @@
+"""Variational autoencoders of user histories: Mult-VAE and RecVAE.
+
+Both read a user's history row x (binary: every stored event with a positive value is 1,
+as in both papers; rating values are not used), encode ``normalize(x)`` (L2, with dropout
+``dropout`` on the input while training) to a Gaussian q(z|x) = N(mu, diag(exp(logvar))),
+decode a sample z = mu + eps * sigma (eps ~ N(0, I)) to logits over the catalogue and
+minimise the negative ELBO with a multinomial likelihood
+``-sum_i x_i log softmax(logits)_i`` (:func:`.losses.multinomial_nll`).
+
+- ``mult_vae`` (Liang et al. 2018): encoder ``n_items -> hidden_dim -> 2 latent_dim``
+  and decoder ``latent_dim -> hidden_dim -> n_items`` (tanh), prior N(0, I), KL weight
+  beta annealed linearly from 0 to ``anneal_cap`` over ``total_anneal_steps`` optimiser
+  steps (:class:`.losses.KLAnnealing`; 0 steps: ``anneal_cap`` from the start). The beta
+  reached at the end of training is ``kl_beta_``.
+- ``recvae`` (Shenbin et al. 2020): the residual encoder of the paper (five dense layers
+  of ``hidden_dim``, swish, layer norm, dense skip connections), a linear decoder, the
+  composite prior ``w_0 N(0, I) + w_1 q_old(z|x) + w_2 N(0, e^10 I)`` where q_old is a
+  frozen copy of the encoder taken after each epoch's encoder passes (the initial encoder
+  in the first epoch), and a user-specific KL weight ``gamma * |x|`` (``beta`` when
+  ``gamma`` is 0). An epoch is ``n_enc_epochs`` passes updating the encoder only (with
+  input dropout) then ``n_dec_epochs`` passes updating the decoder only (no dropout; these
+  steps compute the likelihood alone, the KL term having no gradient there).
+
+Training batches are mini-batches of users (those with an event), their dense history
+rows straight from the CSR, shuffled under the seed (:class:`.batches.UserBatches`); an
+epoch visits every user once (RecBole's epoch walks interactions instead: see
+benchmarks/results/neural_vae.md for the conversion). Scores are the decoder's logits at
+z = mu (the mean of q(z|x)), computed from the query's history rows only: new users and
+known users with new events need no fold-in (``user_state = "history"``), and a stored
+user's history scores exactly as that user.
+
+Memory: a training batch is dense, ``batch_size x n_items`` float32 for the input, and a
+few more such blocks for the dropout mask, logits and their gradients (about 6 in all);
+scoring holds a dense block of at most :data:`.engine.SCORE_BLOCK_FLOATS` floats of
+histories and as many of scores. Parameters: ``2 n_items hidden_dim`` (Mult-VAE),
+``n_items (hidden_dim + latent_dim)`` (RecVAE; plus the old encoder while training).
+Time per epoch: O(n_users n_items hidden_dim) (Mult-VAE), O(n_users n_items (hidden_dim
++ latent_dim)) per pass (RecVAE).
+
+References
+----------
+Liang, Krishnan, Hoffman, Jebara (2018), "Variational autoencoders for collaborative
+filtering", WWW. Shenbin, Alekseev, Tutubalina, Malykh, Nikolenko (2020), "RecVAE: a new
+variational autoencoder for top-N recommendations with implicit feedback", WSDM.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import cast
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recoforge.data.dataset import Dataset
+from recoforge.errors import ConfigError
+from recoforge.models.neural import losses
+from recoforge.models.neural._torch import Seeds
+from recoforge.models.neural.batches import Batch, BatchSource, UserBatches
+from recoforge.models.neural.engine import NeuralConfig, TorchRecommender
+from recoforge.models.params import param
+from recoforge.models.registry import register
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+@dataclass(frozen=True)
+class _AutoencoderConfig(NeuralConfig):
+    epochs: int = param(50, ge=1, le=100_000, doc="passes over the users")
+    batch_size: int = param(500, ge=1, le=1 << 20,
+                            doc="users per mini-batch (a dense batch_size x n_items block)")
+    hidden_dim: int = param(600, ge=1, le=65_536, doc="width of the hidden layers")
+    latent_dim: int = param(200, ge=1, le=65_536, doc="dimension of z")
+    dropout: float = param(0.5, ge=0.0, lt=1.0, doc="dropout on the normalised input")
+
+
+@dataclass(frozen=True)
+class MultVAEConfig(_AutoencoderConfig):
+    anneal_cap: float = param(0.2, ge=0.0, le=100.0, doc="largest KL weight beta")
+    total_anneal_steps: int = param(200_000, ge=0, le=1 << 40,
+                                    doc="optimiser steps over which beta rises from 0 to "
+                                        "anneal_cap (0: anneal_cap throughout)")
+
+
+@dataclass(frozen=True)
+class RecVAEConfig(_AutoencoderConfig):
+    gamma: float = param(0.005, ge=0.0, le=100.0,
+                         doc="KL weight per event of the user (0: use beta)")
+    beta: float = param(0.2, ge=0.0, le=100.0, doc="KL weight when gamma is 0")
+    prior_standard_weight: float = param(0.15, ge=0.0, le=1.0,
+                                         doc="weight of N(0, I) in the composite prior")
+    prior_posterior_weight: float = param(0.75, ge=0.0, le=1.0,
+                                          doc="weight of the old encoder's posterior")
+    prior_wide_weight: float = param(0.1, ge=0.0, le=1.0,
+                                     doc="weight of N(0, e^10 I) in the composite prior")
+    n_enc_epochs: int = param(3, ge=1, le=10_000, doc="encoder passes per epoch")
+    n_dec_epochs: int = param(1, ge=1, le=10_000, doc="decoder passes per epoch")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        total = self.prior_standard_weight + self.prior_posterior_weight \
+            + self.prior_wide_weight
+        if abs(total - 1.0) > 1e-6:
+            raise ConfigError(f"prior_standard_weight + prior_posterior_weight + "
+                              f"prior_wide_weight must be 1, got {total:g}")
+
+
+# ---------------------------------------------------------------------------- helpers
+def binary_rows(history: sp.csr_matrix, device: torch.device) -> torch.Tensor:
+    """Dense (n, n_items) float32 rows: 1 where the history has a positive value."""
+    rows = (sp.csr_matrix(history) > 0).astype(np.float32)
+    return torch.as_tensor(rows.toarray(), device=device)
+
+
+def binary_matrix(matrix: sp.csr_matrix) -> sp.csr_matrix:
+    """The CSR with every positive stored value 1 and the others dropped."""
+    out = (sp.csr_matrix(matrix) > 0).astype(np.float32)
+    out.eliminate_zeros()
+    return cast(sp.csr_matrix, out)
+
+
+def encoder_input(rows: torch.Tensor, dropout: float, training: bool) -> torch.Tensor:
+    """L2-normalised rows with input dropout while training."""
+    return F.dropout(F.normalize(rows, dim=-1), dropout, training=training)
+
+
+def sample(mu: torch.Tensor, logvar: torch.Tensor, training: bool) -> torch.Tensor:
+    """z = mu + eps * exp(logvar / 2) while training; mu otherwise."""
+    if not training:
+        return mu
+    return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+
+
+def log_normal(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """Elementwise log N(z; mu, exp(logvar))."""
+    return -0.5 * (logvar + _LOG_2PI + (z - mu) ** 2 / logvar.exp())
+
+
+def _xavier(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear):
+        nn.init.xavier_normal_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+# ---------------------------------------------------------------------------- modules
+class MultVAEModule(nn.Module):
+    """Mult-VAE (see the module docstring); ``calculate_loss`` reads ``rows``."""
+
+    def __init__(self, n_items: int, hidden_dim: int, latent_dim: int, dropout: float,
+                 anneal_cap: float, total_anneal_steps: int) -> None:
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Linear(n_items, hidden_dim), nn.Tanh(),
+                                     nn.Linear(hidden_dim, 2 * latent_dim))
+        self.decoder = nn.Sequential(nn.Linear(latent_dim, hidden_dim), nn.Tanh(),
+                                     nn.Linear(hidden_dim, n_items))
+        self.apply(_xavier)
+        self.latent_dim, self.dropout = latent_dim, dropout
+        cap = float(anneal_cap)
+        self.annealing = losses.KLAnnealing(total_anneal_steps, cap) \
+            if total_anneal_steps > 0 else None
+        self.constant_beta = cap
+
+    @property
+    def beta(self) -> float:
+        """The KL weight of the next training step: min(cap, steps / total)."""
+        return self.constant_beta if self.annealing is None else self.annealing.beta
+
+    def encode(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.encoder(encoder_input(rows, self.dropout, self.training))
+        return out[:, :self.latent_dim], out[:, self.latent_dim:]
+
+    def history_scores(self, rows: torch.Tensor) -> torch.Tensor:
+        """Logits (b, n_items) of the decoder at the posterior mean."""
+        return cast(torch.Tensor, self.decoder(self.encode(rows)[0]))
+
+    def calculate_loss(self, batch: Batch) -> torch.Tensor:
+        rows = batch["rows"]
+        beta = self.constant_beta if self.annealing is None else self.annealing.step()
+        mu, logvar = self.encode(rows)
+        logits = self.decoder(sample(mu, logvar, self.training))
+        return losses.multinomial_nll(logits, rows) + beta * losses.kl_normal(mu, logvar)
+
+
+class ResidualEncoder(nn.Module):
+    """RecVAE's encoder: five dense layers (swish, layer norm eps 0.1), each fed the sum
+    of all earlier layers' outputs; then linear heads for mu and logvar."""
+
+    def __init__(self, n_items: int, hidden_dim: int, latent_dim: int) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList([nn.Linear(n_items, hidden_dim)] + [
+            nn.Linear(hidden_dim, hidden_dim) for _ in range(4)])
+        self.norms = nn.ModuleList([nn.LayerNorm(hidden_dim, eps=0.1) for _ in range(5)])
+        self.mu = nn.Linear(hidden_dim, latent_dim)
+        self.logvar = nn.Linear(hidden_dim, latent_dim)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.norms[0](F.silu(self.layers[0](x)))
+        skip = h
+        for layer, norm in zip(self.layers[1:], self.norms[1:], strict=True):
+            h = norm(F.silu(layer(h) + skip))
+            skip = skip + h
+        return self.mu(h), self.logvar(h)
+
+
+class RecVAEModule(nn.Module):
+    """RecVAE (see the module docstring). ``calculate_loss`` reads ``rows`` and
+    ``decoder_phase``; the first batch of a phase switches which half is trained (the
+    other's parameters get no gradient, so one Adam over both halves steps exactly as the
+    paper's two optimisers) and, from encoder to decoder, refreshes the old encoder."""
+
+    def __init__(self, n_items: int, hidden_dim: int, latent_dim: int, dropout: float,
+                 gamma: float, beta: float, prior_weights: tuple[float, float, float]
+                 ) -> None:
+        super().__init__()
+        self.encoder = ResidualEncoder(n_items, hidden_dim, latent_dim)
+        self.decoder = nn.Linear(latent_dim, n_items)
+        self.apply(_xavier)
+        self.dropout, self.gamma, self.beta = dropout, gamma, beta
+        self.log_weights = [math.log(w) if w > 0 else -math.inf for w in prior_weights]
+        self.phase: str | None = None
+        #: frozen copy of the encoder (training only; not a submodule: never saved)
+        self.old_encoder: list[ResidualEncoder] = []
+
+    def history_scores(self, rows: torch.Tensor) -> torch.Tensor:
+        mu, _ = self.encoder(encoder_input(rows, 0.0, False))
+        return cast(torch.Tensor, self.decoder(mu))
+
+    def set_phase(self, phase: str) -> None:
+        """"encoder" or "decoder": which half trains; entering "decoder" (or starting)
+        copies the encoder into the old encoder of the prior."""
+        if phase == self.phase:
+            return
+        if phase == "decoder" or not self.old_encoder:
+            old = copy.deepcopy(self.encoder).requires_grad_(False)
+            self.old_encoder[:] = [old.eval()]
+        self.encoder.requires_grad_(phase == "encoder")
+        self.decoder.requires_grad_(phase == "decoder")
+        self.phase = phase
+
+    def composite_prior(self, rows: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """log p(z) elementwise under the three-component prior."""
+        with torch.no_grad():
+            old_mu, old_logvar = self.old_encoder[0](encoder_input(rows, 0.0, False))
+        zero = torch.zeros_like(z)
+        parts = [log_normal(z, zero, zero), log_normal(z, old_mu, old_logvar),
+                 log_normal(z, zero, zero + 10.0)]
+        stacked = torch.stack([p + w for p, w in zip(parts, self.log_weights, strict=True)])
+        return torch.logsumexp(stacked, dim=0)
+
+    def calculate_loss(self, batch: Batch) -> torch.Tensor:
+        rows = batch["rows"]
+        decoding = bool(batch["decoder_phase"])
+        self.set_phase("decoder" if decoding else "encoder")
+        if decoding:
+            with torch.no_grad():
+                mu, logvar = self.encoder(encoder_input(rows, 0.0, False))
+                z = sample(mu, logvar, self.training)
+            return losses.multinomial_nll(self.decoder(z), rows)
+        mu, logvar = self.encoder(encoder_input(rows, self.dropout, self.training))
+        z = sample(mu, logvar, self.training)
+        weight = self.gamma * rows.sum(dim=-1) if self.gamma > 0 else self.beta
+        kl = (log_normal(z, mu, logvar) - self.composite_prior(rows, z)).sum(dim=-1)
+        return losses.multinomial_nll(self.decoder(z), rows) + torch.mean(kl * weight)
+
+
+class AlternatingBatches(BatchSource):
+    """One RecVAE epoch: ``n_enc`` passes of the user batches tagged for the encoder,
+    then ``n_dec`` passes tagged for the decoder (key ``decoder_phase``, a 0-d bool)."""
+
+    def __init__(self, users: UserBatches, n_enc: int, n_dec: int) -> None:
+        self.users, self.n_enc, self.n_dec = users, n_enc, n_dec
+        self.batch_size, self.n_rows = users.batch_size, users.n_rows
+
+    def __len__(self) -> int:
+        return len(self.users) * (self.n_enc + self.n_dec)
+
+    def __iter__(self) -> Iterator[Batch]:
+        for decoding, passes in ((False, self.n_enc), (True, self.n_dec)):
+            flag = torch.tensor(decoding)
+            for _ in range(passes):
+                for batch in self.users:
+                    yield {**batch, "decoder_phase": flag}
+
+
+# ---------------------------------------------------------------------------- models
+class _HistoryAutoencoder(TorchRecommender):
+    """Shared engine hooks: user batches of binary rows, scores from history rows."""
+
+    user_state = "history"
+
+    def _batches(self, module: nn.Module, matrix: sp.csr_matrix, *, seeds: Seeds,
+                 device: torch.device, batch_size: int) -> BatchSource:
+        return UserBatches(binary_matrix(matrix), batch_size, seeds.torch, device)
+
+    def _score_module(self, module: nn.Module, users: torch.Tensor,
+                      history: sp.csr_matrix) -> torch.Tensor:
+        rows = binary_rows(history, users.device)
+        return cast(torch.Tensor, module.history_scores(rows))  # type: ignore[operator]
+
+
+@register
+class MultVAE(_HistoryAutoencoder):
+    """Mult-VAE: multinomial likelihood, input dropout, annealed KL (Liang et al. 2018)."""
+
+    name = "mult_vae"
+    Config = MultVAEConfig
+    state_spec = {"kl_beta_": "float"}
+    kl_beta_: float
+
+    def _build_module(self, n_users: int, n_items: int) -> nn.Module:
+        cfg = self.config
+        return MultVAEModule(n_items, cfg.hidden_dim, cfg.latent_dim, cfg.dropout,
+                             cfg.anneal_cap, cfg.total_anneal_steps)
+
+    def _fit(self, data: Dataset) -> None:
+        super()._fit(data)
+        self.kl_beta_ = float(cast(MultVAEModule, self.module_state_.module).beta)
+
+
+@register
+class RecVAE(_HistoryAutoencoder):
+    """RecVAE: composite prior, user-specific beta, alternating updates (Shenbin et al.
+    2020)."""
+
+    name = "recvae"
+    Config = RecVAEConfig
+
+    def _build_module(self, n_users: int, n_items: int) -> nn.Module:
+        cfg = self.config
+        weights = (cfg.prior_standard_weight, cfg.prior_posterior_weight,
+                   cfg.prior_wide_weight)
+        return RecVAEModule(n_items, cfg.hidden_dim, cfg.latent_dim, cfg.dropout,
+                            cfg.gamma, cfg.beta, weights)
+
+    def _batches(self, module: nn.Module, matrix: sp.csr_matrix, *, seeds: Seeds,
+                 device: torch.device, batch_size: int) -> BatchSource:
+        users = UserBatches(binary_matrix(matrix), batch_size, seeds.torch, device)
+        return AlternatingBatches(users, self.config.n_enc_epochs, self.config.n_dec_epochs)
