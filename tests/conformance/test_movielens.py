@@ -50,6 +50,18 @@ CASES = {
     "bias": ({}, "rmse", 0.96),  # 0.9449
     "embedding_mf": ({"embedding_dim": 16, "epochs": 10, "learning_rate": 0.01,
                       "regularization": 0.1, "seed": 0}, "rmse", 0.93),  # 0.9132
+    "mult_vae": ({"hidden_dim": 200, "latent_dim": 50, "epochs": 8, "batch_size": 128,
+                  "learning_rate": 0.003, "total_anneal_steps": 50, "seed": 0},
+                 "ndcg@10", 0.33),  # 0.3645
+    "recvae": ({"hidden_dim": 200, "latent_dim": 50, "epochs": 3, "batch_size": 128,
+                "learning_rate": 0.002, "seed": 0}, "ndcg@10", 0.28),  # 0.3153
+    "gmf": ({"embedding_dim": 16, "epochs": 5, "batch_size": 1024, "learning_rate": 0.005,
+             "seed": 0}, "ndcg@10", 0.28),  # 0.3134
+    "mlp": ({"embedding_dim": 16, "layers": "32,16", "epochs": 5, "batch_size": 1024,
+             "learning_rate": 0.01, "seed": 0}, "ndcg@10", 0.27),  # 0.2989
+    "neumf": ({"mf_embedding_dim": 16, "mlp_embedding_dim": 16, "mlp_layers": "32,16",
+               "epochs": 5, "batch_size": 1024, "learning_rate": 0.005, "seed": 0},
+              "ndcg@10", 0.33),  # 0.3693
 }
 
 

@@ -60,6 +60,10 @@ CLI_WORDING: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"load it with load_model\(path, history=\.\.\.\), or save it with "
          r"include_history=True", "fit it again without --no-history"),
         (r"include_history=True", "--history (the default of fit)"),
+        (r"attach them with recoforge\.data\.build_features\(\.\.\.\)",
+         "pass --item-features FILE with --text-col, --label-col, --category-col or "
+         "--numeric-col"),
+        (r"pass kind='implicit' \(CLI: --implicit\)", "pass --implicit"),
     ))
 
 

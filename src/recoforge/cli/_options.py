@@ -114,3 +114,68 @@ def parse_params(pairs: list[str], model_name: str) -> dict[str, Any]:
                               f"{value.strip()!r}); give each parameter once")
         raw[key] = value.strip()
     return model_class(model_name).Config.from_strings(raw)
+
+
+# ---------------------------------------------------------------------- item features
+ItemFeaturesOpt = Annotated[Path | None, typer.Option(
+    "--item-features", help="Item attributes file (id column + feature columns); its items "
+    "join the catalogue.")]
+ItemIdCol = Annotated[str, typer.Option(help="Id column of --item-features.")]
+TextCols = Annotated[list[str] | None, typer.Option(help="TF-IDF text column (repeat).")]
+LabelCols = Annotated[list[str] | None, typer.Option(
+    help="Multi-label column such as 'Action|Comedy' (repeat).")]
+CategoryCols = Annotated[list[str] | None, typer.Option(help="One-hot column (repeat).")]
+NumericCols = Annotated[list[str] | None, typer.Option(help="Scaled numeric column (repeat).")]
+NumericMissing = Annotated[Literal["error", "mean", "zero"], typer.Option(
+    help="Missing numeric feature values: error, mean (the column mean) or zero.")]
+ParamOpt = Annotated[list[str] | None, typer.Option(
+    "--param", help="MODEL.key=value for one model of --models, or key=value when there is "
+    "one model (repeat).")]
+
+
+def model_params(pairs: list[str], names: list[str], seed: int) -> dict[str, dict[str, Any]]:
+    """Each model's parameters from ``--param MODEL.key=value`` and the run's seed.
+
+    ``key=value`` without a model name is accepted when ``names`` holds one model. Every
+    model with a ``seed`` parameter gets ``seed`` unless ``--param`` sets it, so that one
+    ``--seed`` makes the whole run reproducible.
+
+    Raises
+    ------
+    ConfigError
+        A pair naming no model of ``names``, a bare key with several models, an unknown
+        key or an invalid value (see :func:`parse_params`).
+    """
+    from recoforge.models.registry import model_class
+
+    given: dict[str, list[str]] = {name: [] for name in names}
+    for pair in pairs:
+        key = pair.partition("=")[0].strip()
+        model, dot, rest = key.partition(".")
+        if dot and model in given:
+            given[model].append(pair.strip()[len(model) + 1:])
+        elif len(names) == 1 and not (dot and model_exists(model)):
+            given[names[0]].append(pair)
+        elif dot and model_exists(model):
+            raise ConfigError(f"--param {pair!r}: model {model!r} is not in --models "
+                              f"({','.join(names)})")
+        else:
+            raise ConfigError(f"--param {pair!r}: name the model, e.g. --param "
+                              f"{names[0]}.{key}=... (models: {','.join(names)})")
+    params = {}
+    for name in names:
+        try:
+            params[name] = parse_params(given[name], name)
+        except ConfigError as exc:
+            raise ConfigError(f"--param of {name}: {exc}") from None
+    for name in names:
+        if "seed" in model_class(name).Config.field_names() and "seed" not in params[name]:
+            params[name]["seed"] = seed
+    return params
+
+
+def model_exists(name: str) -> bool:
+    """Whether ``name`` is a registered model."""
+    from recoforge.models.registry import available_models
+
+    return name in available_models()

@@ -13,21 +13,34 @@ from rich.table import Table
 
 from recoforge.cli._app import app, console, progress_bar
 from recoforge.cli._files import check_output, write_atomic
+from recoforge.cli._leaderboard import failure_lines, leaderboard_table, terminal_width
 from recoforge.cli._options import (
+    CategoryCols,
     DupOpt,
     EncodingOpt,
     HeaderOpt,
     ImplicitOpt,
     ItemCol,
+    ItemFeaturesOpt,
+    ItemIdCol,
     KOpt,
+    LabelCols,
+    NumericCols,
+    NumericMissing,
+    ParamOpt,
     RatingCol,
     SeedOpt,
     SepOpt,
+    TextCols,
     TimeCol,
     UserCol,
+    check_encoding,
     load_interactions,
+    model_params,
 )
+from recoforge.cli.model_commands import _with_item_features
 from recoforge.errors import ConfigError
+from recoforge.models.params import SEED_MAX
 
 SplitName = Literal["holdout", "global", "loo", "loo-latest", "temporal"]
 #: loader keyword -> the evaluate option that sets it
@@ -157,13 +170,16 @@ def evaluate(
     data: Annotated[str, typer.Option("--data", help="Interactions file, dataset folder or "
                                       "dataset name (see `recoforge datasets`).")],
     models: Annotated[str, typer.Option(help="Comma-separated model names.")] = "popularity",
+    param: ParamOpt = None,
     split: Annotated[SplitName, typer.Option(help="holdout (per user), global, loo, "
                                              "loo-latest, temporal.")] = "holdout",
     test_fraction: Annotated[float, typer.Option(help="Test share, in (0, 1).")] = 0.2,
     k: Annotated[str, typer.Option("--k", help="Cut-offs, comma-separated.")] = "10",
     protocol: Annotated[Literal["full", "sampled"], typer.Option(help="full or sampled.")
                         ] = "full",
-    seed: SeedOpt = 0,
+    seed: Annotated[int, typer.Option(min=0, max=SEED_MAX, help="Seed of the split and of "
+                                      "every model with a seed parameter (unless --param "
+                                      "sets it): one seed, one result.")] = 0,
     user_col: UserCol = None, item_col: ItemCol = None, rating_col: RatingCol = None,
     timestamp_col: TimeCol = None, sep: SepOpt = None, header: HeaderOpt = None,
     encoding: EncodingOpt = None, implicit: ImplicitOpt = False, duplicates: DupOpt = None,
@@ -175,14 +191,18 @@ def evaluate(
     n_interactions: Annotated[int | None, typer.Option(
         "--n-interactions", min=1, help="Size of a generated dataset that needs one "
         "(scalable).")] = None,
-    out: Annotated[Path | None, typer.Option(help="Also write the leaderboard here (.csv, "
-                                             ".tsv, .parquet or .json).")] = None,
+    items_file: ItemFeaturesOpt = None, item_id_col: ItemIdCol = "item",
+    text_col: TextCols = None, label_col: LabelCols = None, category_col: CategoryCols = None,
+    numeric_col: NumericCols = None, numeric_missing: NumericMissing = "error",
+    out: Annotated[Path | None, typer.Option(help="Also write the full leaderboard here "
+                                             "(.csv, .tsv, .parquet or .json).")] = None,
 ) -> None:
-    """Evaluate models on a split and print a leaderboard."""
+    """Evaluate models on a split and print a leaderboard (as wide as the terminal)."""
     from recoforge.evaluation import compare
     from recoforge.models.registry import create
 
     names = _model_names(models)
+    params = model_params(param or [], names, seed)
     cutoffs = _int_list(k)
     target = check_output(out) if out is not None else None
     file_options = {"user_col": user_col, "item_col": item_col, "rating_col": rating_col,
@@ -192,6 +212,12 @@ def evaluate(
         ("path", path), ("download", download or None), ("n_interactions", n_interactions))
         if value is not None}
     dataset = _evaluation_data(data, file_options, dataset_options)
+    if items_file is not None:
+        dataset = _with_item_features(dataset, items_file, item_id_col,
+                                      check_encoding(encoding), numeric_missing,
+                                      text=text_col or [], multilabel=label_col or [],
+                                      categorical=category_col or [],
+                                      numeric=numeric_col or [])
     the_split = _split(dataset, split, test_fraction, seed)
     with progress_bar() as bar:
         task = bar.add_task(f"fitting {names[0]}", total=len(names))
@@ -200,11 +226,31 @@ def evaluate(
             label = f"fitting {names[done]}" if done < total else "done"
             bar.update(task, completed=done, total=total, description=label)
 
-        board = compare({name: create(name) for name in names}, the_split, k=cutoffs,
-                        protocol=protocol, progress=advance).leaderboard
-    console.print(_table(board.reset_index(), f"{dataset.name}: {the_split.name}"))
+        result = compare({name: create(name, **params[name]) for name in names}, the_split,
+                         k=cutoffs, protocol=protocol, progress=advance, errors="report")
+    _show_leaderboard(result, f"{dataset.name}: {the_split.name}", seed, target)
+
+
+def _show_leaderboard(result: Any, title: str, seed: int, target: Path | None) -> None:
+    """Print the leaderboard at the terminal's width; write all of it to ``target``."""
+    board = result.leaderboard
+    width = terminal_width()
+    table, left_out = leaderboard_table(board, title, width, result.failures)
+    console.print(table, width=width)
+    note = [*failure_lines(result.failures), f"seed {seed} (split and models)"]
     if target is not None:
-        write_atomic(board.reset_index(), target)
+        note[-1] += f"; every column written to {target}"
+    elif left_out:
+        note[-1] += (f"; {len(left_out)} more columns ({', '.join(left_out[:3])}"
+                     f"{', ...' if len(left_out) > 3 else ''}): --out FILE writes every "
+                     f"column")
+    for line in note:  # wrapped at the table's width
+        console.print(line, markup=False, highlight=False, width=width)
+    if target is not None:
+        frame = board.reset_index()
+        if result.failures:
+            frame["error"] = frame["model"].map(result.failures).fillna("")
+        write_atomic(frame, target)
 
 
 @app.command()

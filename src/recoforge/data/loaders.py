@@ -330,6 +330,10 @@ _REGISTRY: list[dict[str, str]] = [
     {"name": "scalable", "description": "synthetic power-law implicit interactions with "
      "taste clusters, 10^4 to 5x10^7 events (pass n_interactions=)",
      "size": "as requested", "url": "", "license": "generated (no restrictions)"},
+    {"name": "playcounts", "description": "synthetic Last.fm-like play counts: heavy-tailed "
+     "counts on taste-clustered pairs (pass n_interactions=)",
+     "size": "default 60,000 events; 1,200 users; 2,449 items", "url": "",
+     "license": "generated (no restrictions)"},
 ]
 
 
@@ -346,7 +350,7 @@ def available_datasets() -> list[dict[str, str]]:
 
 
 def _loaders() -> dict[str, Callable[..., Dataset]]:
-    from recoforge.data import kuairec, lastfm, movielens, synthetic
+    from recoforge.data import kuairec, lastfm, movielens, playcounts, synthetic
 
     table: dict[str, Callable[..., Dataset]] = {
         f"ml-{variant}": partial(movielens.load_movielens, variant)
@@ -359,6 +363,7 @@ def _loaders() -> dict[str, Callable[..., Dataset]]:
         "toy-catalogue": synthetic.toy_catalogue,
         "film-catalogue": synthetic.film_catalogue,
         "scalable": synthetic.scalable_interactions,
+        "playcounts": playcounts.playcount_interactions,
     })
     return table
 

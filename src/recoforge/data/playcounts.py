@@ -34,7 +34,7 @@ def _check(user_spread: float, tail: float, taste_boost: float) -> None:
 
 def playcount_interactions(n_interactions: int = 60_000, n_users: int | None = None,
                            n_items: int | None = None, n_clusters: int = 20,
-                           cluster_weight: float = 0.7, user_spread: float = 1.5,
+                           cluster_weight: float = 0.85, user_spread: float = 1.5,
                            tail: float = 1.0, taste_boost: float = 2.0,
                            seed: int = 0) -> Dataset:
     """Implicit play counts: taste-clustered pairs with heavy-tailed counts.
@@ -45,7 +45,7 @@ def playcount_interactions(n_interactions: int = 60_000, n_users: int | None = N
         Events drawn for the pair structure (repeats collapse, so fewer pairs result).
     n_users, n_items, n_clusters, cluster_weight
         As in :func:`~recoforge.data.powerlaw.scalable_interactions` (default
-        ``n // 50`` users, ``10 sqrt(n)`` items, 20 clusters, 70% of events in-cluster).
+        ``n // 50`` users, ``10 sqrt(n)`` items, 20 clusters, 85% of events in-cluster).
     user_spread : float
         Sigma of the log-normal per-user play scale (heavy and light listeners).
     tail : float

@@ -46,7 +46,7 @@ import numpy as np
 import pandas as pd
 
 from recoforge.data.split import Split
-from recoforge.errors import ConfigError, DataError, NotFittedError
+from recoforge.errors import ConfigError, DataError, NotFittedError, RecoforgeError
 from recoforge.evaluation.protocols import (
     RATING_METRICS,
     build_queries,
@@ -324,11 +324,15 @@ class Comparison:
         Full results, per-user tables included (for :meth:`paired_test`).
     models : dict of str -> Recommender
         The fitted clones.
+    failures : dict of str -> str
+        With ``errors="report"``: each model that could not be fitted or evaluated, and
+        the one-line reason (its row in the leaderboard holds no metrics).
     """
 
     leaderboard: pd.DataFrame
     results: dict[str, EvaluationResult]
     models: dict[str, Recommender]
+    failures: dict[str, str] = field(default_factory=dict)
 
     def paired_test(self, a: str, b: str, metric: str | None = None):  # noqa: ANN201
         """Paired significance test between two models (see :func:`stats.paired_test`)."""
@@ -347,17 +351,23 @@ class Comparison:
 
 
 def compare(models: Mapping[str, Recommender], split: Split,
-            progress: Callable[[int, int], None] | None = None, **evaluate_kwargs: Any
+            progress: Callable[[int, int], None] | None = None,
+            errors: Literal["raise", "report"] = "raise", **evaluate_kwargs: Any
             ) -> Comparison:
     """Fit a clone of each model on ``split.train``, evaluate all alike, rank them.
 
     The leaderboard is sorted by the first ranking metric (descending), or by RMSE
     (ascending) when only rating metrics are measured. ``progress(done, total)`` is
-    called after each model is fitted and evaluated. Other keyword arguments go to
-    :func:`evaluate`.
+    called after each model is fitted and evaluated. ``errors="report"``: a model whose
+    fit or evaluation raises a :class:`~recoforge.errors.RecoforgeError` (it needs item
+    features, explicit ratings, an extra, more memory, ...) gets a row without metrics
+    and its reason in ``Comparison.failures``, while the others finish; ``"raise"`` (the
+    default) lets the error through. Other keyword arguments go to :func:`evaluate`.
     """
     if not isinstance(models, Mapping) or not models:
         raise ConfigError("compare needs a non-empty mapping of name -> model")
+    if errors not in ("raise", "report"):
+        raise ConfigError(f"errors must be 'raise' or 'report', not {errors!r}")
     _check_split(split, "compare")
     results: dict[str, EvaluationResult] = {}
     fitted: dict[str, Recommender] = {}
@@ -366,22 +376,31 @@ def compare(models: Mapping[str, Recommender], split: Split,
         if not isinstance(model, Recommender):
             raise ConfigError(f"compare: {name!r} is a {type(model).__name__}, "
                               f"not a Recommender")
+    failures: dict[str, str] = {}
     for name, model in models.items():
         clone = model.clone()
         started = time.perf_counter()
-        clone.fit(split.train)
-        fit_seconds = time.perf_counter() - started
-        result = evaluate(clone, split, **evaluate_kwargs)
-        results[name], fitted[name] = result, clone
-        rows[name] = {**result.summary.to_dict(), "fit_seconds": fit_seconds,
-                      "eval_seconds": result.timings["total"]}
+        try:
+            clone.fit(split.train)
+            fit_seconds = time.perf_counter() - started
+            result = evaluate(clone, split, **evaluate_kwargs)
+        except RecoforgeError as exc:
+            if errors == "raise":
+                raise
+            failures[name] = " ".join(str(exc).split()) or type(exc).__name__
+            rows[name] = {}
+        else:
+            results[name], fitted[name] = result, clone
+            rows[name] = {**result.summary.to_dict(), "fit_seconds": fit_seconds,
+                          "eval_seconds": result.timings["total"]}
         if progress is not None:
             progress(len(rows), len(models))
     board = pd.DataFrame.from_dict(rows, orient="index")
     board.index.name = "model"
     metric_cols = [c for c in board.columns if c.split("@")[0] in RANKING_METRICS]
     if metric_cols:
-        board = board.sort_values(metric_cols[0], ascending=False, kind="stable")
+        board = board.sort_values(metric_cols[0], ascending=False, kind="stable",
+                                  na_position="last")
     elif "rmse" in board.columns:
-        board = board.sort_values("rmse", ascending=True, kind="stable")
-    return Comparison(leaderboard=board, results=results, models=fitted)
+        board = board.sort_values("rmse", ascending=True, kind="stable", na_position="last")
+    return Comparison(leaderboard=board, results=results, models=fitted, failures=failures)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 
 torch = pytest.importorskip("torch")
 
@@ -15,8 +16,10 @@ import recoforge as rf  # noqa: E402
 from recoforge.errors import ConfigError  # noqa: E402
 from recoforge.models.neural.vae import (  # noqa: E402
     AlternatingBatches,
+    HistoryBatches,
     MultVAEModule,
     RecVAEModule,
+    bags,
 )
 from tests.conformance.specs import taste_data  # noqa: E402
 
@@ -84,9 +87,13 @@ def test_same_seed_same_parameters_other_seed_differs(fitted, taste):
     assert not np.allclose(other.score(users=[0]), fitted.score(users=[0]))
 
 
+def _bags(dense: np.ndarray) -> dict[str, torch.Tensor]:
+    return bags(sp.csr_matrix(dense.astype(np.float32)), torch.device("cpu"))
+
+
 def test_kl_annealing_schedule():
     module = MultVAEModule(12, 8, 4, 0.5, anneal_cap=0.3, total_anneal_steps=10)
-    rows = {"users": torch.arange(3), "rows": (torch.rand(3, 12) < 0.5).float()}
+    rows = {"users": torch.arange(3), **_bags(np.random.default_rng(0).random((3, 12)) < 0.5)}
     betas = []
     for _ in range(6):
         betas.append(module.beta)
@@ -110,12 +117,12 @@ def test_recvae_alternates_encoder_and_decoder_updates():
                           prior_weights=(0.15, 0.75, 0.1))
     optimiser = torch.optim.Adam([p for p in module.parameters() if p.requires_grad],
                                  lr=0.01)
-    rows = (torch.rand(6, 20) < 0.4).float()
+    rows = _bags(np.random.default_rng(0).random((6, 20)) < 0.4)
 
     def step(decoding: bool) -> dict[str, torch.Tensor]:
         before = {k: v.clone() for k, v in module.state_dict().items()}
         optimiser.zero_grad(set_to_none=True)
-        module.calculate_loss({"users": torch.arange(6), "rows": rows,
+        module.calculate_loss({"users": torch.arange(6), **rows,
                                "decoder_phase": torch.tensor(decoding)}).backward()
         optimiser.step()
         return {k: not torch.equal(v, module.state_dict()[k]) for k, v in before.items()}
@@ -134,12 +141,8 @@ def test_recvae_alternates_encoder_and_decoder_updates():
 
 
 def test_alternating_batches_tag_the_passes():
-    from recoforge.models.neural.batches import UserBatches
-
     matrix = (np.random.default_rng(0).random((10, 6)) < 0.5).astype(np.float32)
-    import scipy.sparse as sp
-
-    users = UserBatches(sp.csr_matrix(matrix), 4, torch.Generator().manual_seed(0),
+    users = HistoryBatches(sp.csr_matrix(matrix), 4, torch.Generator().manual_seed(0),
                         torch.device("cpu"))
     batches = list(AlternatingBatches(users, n_enc=3, n_dec=2))
     phases = [bool(b["decoder_phase"]) for b in batches]
@@ -149,7 +152,7 @@ def test_alternating_batches_tag_the_passes():
 
 
 def test_save_load_round_trip(fitted, tmp_path: Path):
-    fitted.save(tmp_path / "m")
+    fitted.save(tmp_path / "m", include_history=True)
     loaded = rf.load_model(tmp_path / "m")
     assert loaded.module_state_.module is None  # rebuilt lazily, on first use
     pd.testing.assert_frame_equal(loaded.recommend(k=5), fitted.recommend(k=5))
@@ -162,6 +165,11 @@ def test_save_load_round_trip(fitted, tmp_path: Path):
         assert torch.equal(loaded.module.state_dict()[name], tensor)
     if fitted.name == "mult_vae":
         assert loaded.kl_beta_ == fitted.kl_beta_
+    # saved without histories: still scores any history given with the request
+    fitted.save(tmp_path / "bare")
+    bare = rf.load_model(tmp_path / "bare")
+    pd.testing.assert_frame_equal(bare.recommend(history=history, k=5),
+                                  fitted.recommend(history=history, k=5))
 
 
 @pytest.mark.parametrize("name,params", [
@@ -175,3 +183,32 @@ def test_save_load_round_trip(fitted, tmp_path: Path):
 def test_bad_parameters_are_config_errors(name, params):
     with pytest.raises(ConfigError):
         rf.create(name, **params)
+
+
+def test_sparse_input_is_the_normalised_dense_layer():
+    from recoforge.models.neural.vae import SparseInput
+
+    dense = (np.random.default_rng(1).random((5, 9)) < 0.4).astype(np.float32)
+    dense[2] = 0.0  # an empty history
+    layer = SparseInput(9, 4).eval()
+    expected = torch.nn.functional.normalize(torch.as_tensor(dense), dim=-1) @ layer.weight
+    got = layer(**_bags(dense))
+    torch.testing.assert_close(got, expected + layer.bias)
+    assert torch.equal(got[2], layer.bias.detach())
+
+
+def test_history_batches_visit_each_active_user_once():
+    matrix = (np.random.default_rng(2).random((11, 7)) < 0.3).astype(np.float32)
+    matrix[4] = 0.0
+    source = HistoryBatches(sp.csr_matrix(matrix), 3, torch.Generator().manual_seed(0),
+                            torch.device("cpu"))
+    for _ in range(2):
+        batches = list(source)
+        users = torch.cat([b["users"] for b in batches]).numpy()
+        assert sorted(users) == [u for u in range(11) if matrix[u].any()]
+        for batch in batches:
+            rebuilt = np.zeros((len(batch["users"]), 7), np.float32)
+            ends = list(batch["offsets"][1:].numpy()) + [len(batch["items"])]
+            for row, (lo, hi) in enumerate(zip(batch["offsets"].numpy(), ends)):
+                rebuilt[row, batch["items"][lo:hi].numpy()] = 1.0
+            np.testing.assert_array_equal(rebuilt, matrix[batch["users"].numpy()] > 0)

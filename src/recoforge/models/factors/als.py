@@ -6,9 +6,10 @@ sum_i n_i |q_i, b_i|^2), alternating exact ridge solves for users and items (bia
 along as an extra column of the factors).
 
 Implicit (``"implicit_als"``, Hu, Koren, Volinsky 2008): preference P = [R > 0], confidence
-C = 1 + alpha R; minimise sum_(u,i) c_ui (p_ui - x_u.y_i)^2 + lambda (|X|^2 + |Y|^2) over
-*all* pairs. Each row solves (Y^T Y + Y^T (C_u - I) Y + lambda I) x_u = Y^T C_u p_u with
-Y^T Y computed once per half-step (BLAS), by a few warm-started conjugate-gradient steps
+C = 1 + alpha v(R) with v the ``values`` transform (bm25 by default); minimise
+sum_(u,i) c_ui (p_ui - x_u.y_i)^2 + lambda (|X|^2 + |Y|^2) over *all* pairs. Each row
+solves (Y^T Y + Y^T (C_u - I) Y + lambda I) x_u = Y^T C_u p_u with Y^T Y computed once
+per half-step (BLAS), by a few warm-started conjugate-gradient steps
 (Takacs, Pilaszy, Tikk 2011; the implicit library's default) or exactly (Cholesky).
 
 Per-row solves are numba kernels, parallel over rows (``n_threads``, default the one
@@ -28,6 +29,7 @@ import scipy.sparse as sp
 from numba import prange
 
 from recoforge.data.dataset import Dataset
+from recoforge.data.transforms import DEFAULT_TRANSFORM, VALUE_TRANSFORMS, transform_values
 from recoforge.errors import ConfigError
 from recoforge.models.factors.core import FactorModel
 from recoforge.models.params import ModelConfig, param, seed_param
@@ -318,8 +320,14 @@ class ImplicitALS(_ALSBase):
     n_factors, regularization, iterations, solver, cg_steps, n_threads, track_loss, seed
         See the fields of ``Config``.
     alpha : float
-        Confidence slope: c_ui = 1 + alpha r_ui. (The implicit library >= 0.5 uses
-        c = alpha r: its ``alpha=a`` on binary data equals ``alpha=a - 1`` here.)
+        Confidence slope: c_ui = 1 + alpha v(r_ui). (The implicit library >= 0.5 uses
+        c = alpha r: its ``alpha=a`` on binary data equals ``alpha=a - 1`` here, with
+        ``values="none"``.)
+    values : {"bm25", "log1p", "none", "binary"}
+        The transform v of event values (:mod:`recoforge.data.transforms`). The default
+        bm25 saturation r 2.2 / (r + 1.2) keeps v(1) = 1 and does not let a few huge
+        play counts dominate; ``"log1p"`` is Hu et al.'s c = 1 + alpha log(1 + r);
+        ``"none"`` the linear c = 1 + alpha r.
 
     References
     ----------
@@ -333,7 +341,12 @@ class ImplicitALS(_ALSBase):
 
     @dataclass(frozen=True)
     class Config(_ALSConfig):
-        alpha: float = param(40.0, ge=0.0, le=1e6, doc="confidence slope: c = 1 + alpha * r")
+        alpha: float = param(40.0, ge=0.0, le=1e6,
+                             doc="confidence slope: c = 1 + alpha * values(r)")
+        values: str = param(DEFAULT_TRANSFORM, choices=VALUE_TRANSFORMS,
+                            doc="transform of event values before the confidence: bm25 "
+                                "(r 2.2 / (r + 1.2)), log1p (Hu et al.'s c = 1 + alpha "
+                                "log(1 + r)), binary, none (c = 1 + alpha r)")
 
     def _check_data(self, data: Dataset) -> None:
         if (data.interactions.values < 0).any():
@@ -349,7 +362,8 @@ class ImplicitALS(_ALSBase):
 
     def _system(self, matrix: sp.csr_matrix, fixed: np.ndarray, user_side: bool) -> tuple:
         cfg = self.config
-        conf = np.float32(1.0) + np.float32(cfg.alpha) * matrix.data.astype(np.float32)
+        conf = np.float32(1.0) + np.float32(cfg.alpha) * transform_values(matrix.data,
+                                                                          cfg.values)
         base = (fixed.T @ fixed).astype(np.float32)  # BLAS: Y^T Y, O(n d^2)
         ridge = np.full(matrix.shape[0], cfg.regularization, np.float32)
         return conf - np.float32(1.0), conf, ridge, fixed, base
@@ -358,7 +372,8 @@ class ImplicitALS(_ALSBase):
         cfg = self.config
         u64, i64 = users.astype(np.float64), items.astype(np.float64)
         all_pairs = float(np.sum((u64.T @ u64) * (i64.T @ i64)))  # sum over every (u, i) s^2
-        observed = _observed_loss(by_user.indptr, by_user.indices, by_user.data, users, items,
+        observed = _observed_loss(by_user.indptr, by_user.indices,
+                                  transform_values(by_user.data, cfg.values), users, items,
                                   np.zeros(1, np.float32), cfg.alpha, True)
         return all_pairs + observed + cfg.regularization * float((u64**2).sum() + (i64**2).sum())
 

@@ -24,6 +24,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recoforge.data.dataset import Dataset
+from recoforge.data.transforms import DEFAULT_TRANSFORM, VALUE_TRANSFORMS, transform_matrix
 from recoforge.errors import ConfigError, NotSupportedError
 from recoforge.models.base import Recommender
 from recoforge.models.baselines.baseline import bias_estimates, user_bias_from_history
@@ -61,6 +62,10 @@ class KNNConfig(ModelConfig):
     bm25_k1: float = param(1.2, ge=0.0, doc="BM25 term saturation k1")
     bm25_b: float = param(0.75, ge=0.0, le=1.0, doc="BM25 length normalisation b")
     binary: bool = param(False, doc="treat every interaction as 1 (similarity and scoring)")
+    values: str = param(DEFAULT_TRANSFORM, choices=VALUE_TRANSFORMS,
+                        doc="transform of implicit event values (counts): bm25 "
+                            "saturation, log1p, binary, none (recoforge.data.transforms); "
+                            "explicit ratings are used as they are")
     rating_variant: str = param("baseline", choices=VARIANTS, doc="rating prediction form")
     predict_k: int | None = param(None, ge=1, le=1_000_000,
                                   doc="neighbours used per rating (None: all)")
@@ -201,11 +206,14 @@ class _NeighbourModel(Recommender):
         return self._by_item
 
     def _values(self, matrix: sp.csr_matrix) -> sp.csr_matrix:
-        """Interaction values as used for similarity and top-N (ones when binary)."""
+        """Interaction values as used for similarity and top-N: ones when ``binary``;
+        on implicit data the ``values`` transform (bm25 saturation by default)."""
         matrix = sp.csr_matrix(matrix, dtype=np.float32)
         if self.config.binary:
             matrix = sp.csr_matrix((np.ones_like(matrix.data), matrix.indices, matrix.indptr),
                                    shape=matrix.shape)
+        elif self.data_kind_ == "implicit" and self.config.values != "none":
+            matrix = transform_matrix(matrix, self.config.values)
         return matrix
 
     def _offsets(self, centre_items: bool) -> tuple[float, np.ndarray, np.ndarray]:

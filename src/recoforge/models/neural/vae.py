@@ -112,22 +112,54 @@ class RecVAEConfig(_AutoencoderConfig):
 
 
 # ---------------------------------------------------------------------------- helpers
-def binary_rows(history: sp.csr_matrix, device: torch.device) -> torch.Tensor:
-    """Dense (n, n_items) float32 rows: 1 where the history has a positive value."""
-    rows = (sp.csr_matrix(history) > 0).astype(np.float32)
-    return torch.as_tensor(rows.toarray(), device=device)
-
-
 def binary_matrix(matrix: sp.csr_matrix) -> sp.csr_matrix:
     """The CSR with every positive stored value 1 and the others dropped."""
     out = (sp.csr_matrix(matrix) > 0).astype(np.float32)
     out.eliminate_zeros()
+    out.sort_indices()
     return cast(sp.csr_matrix, out)
 
 
-def encoder_input(rows: torch.Tensor, dropout: float, training: bool) -> torch.Tensor:
-    """L2-normalised rows with input dropout while training."""
-    return F.dropout(F.normalize(rows, dim=-1), dropout, training=training)
+def bags(matrix: sp.csr_matrix, device: torch.device) -> Batch:
+    """A CSR block's events as bags: ``items`` (nnz,) and ``offsets`` (n,) int64."""
+    return {"items": torch.as_tensor(matrix.indices.astype(np.int64), device=device),
+            "offsets": torch.as_tensor(matrix.indptr[:-1].astype(np.int64), device=device)}
+
+
+def bag_rows(offsets: torch.Tensor, n_events: int) -> torch.Tensor:
+    """The row of each event of the bags starting at ``offsets``."""
+    counts = torch.diff(offsets, append=offsets.new_tensor([n_events]))
+    return torch.repeat_interleave(torch.arange(len(offsets), device=offsets.device), counts)
+
+
+def dense_rows(batch: Batch, n_items: int) -> torch.Tensor:
+    """The batch's binary history rows, dense (b, n_items) float32 (for the loss)."""
+    items, offsets = batch["items"], batch["offsets"]
+    rows = torch.zeros(len(offsets), n_items, device=items.device)
+    rows[bag_rows(offsets, len(items)), items] = 1.0
+    return rows
+
+
+class SparseInput(nn.Module):
+    """The encoder's first layer on L2-normalised binary rows given as bags of items:
+    ``normalize(x) @ weight + bias`` (with dropout on the input's events while training)
+    as one ``embedding_bag``: O(nnz hidden) instead of O(b n_items hidden)."""
+
+    def __init__(self, n_items: int, out_dim: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(n_items, out_dim))
+        self.bias = nn.Parameter(torch.zeros(out_dim))
+        nn.init.xavier_normal_(self.weight)
+
+    def forward(self, items: torch.Tensor, offsets: torch.Tensor,
+                dropout: float = 0.0) -> torch.Tensor:
+        rows = bag_rows(offsets, len(items))
+        counts = torch.bincount(rows, minlength=len(offsets)).clamp_min(1)
+        weights = torch.rsqrt(counts.to(self.weight.dtype))[rows]
+        weights = F.dropout(weights, dropout, training=self.training and dropout > 0)
+        summed = F.embedding_bag(items, self.weight, offsets, mode="sum",
+                                 per_sample_weights=weights)
+        return summed + self.bias
 
 
 def sample(mu: torch.Tensor, logvar: torch.Tensor, training: bool) -> torch.Tensor:
@@ -150,41 +182,42 @@ def _xavier(module: nn.Module) -> None:
 
 # ---------------------------------------------------------------------------- modules
 class MultVAEModule(nn.Module):
-    """Mult-VAE (see the module docstring); ``calculate_loss`` reads ``rows``."""
+    """Mult-VAE (see the module docstring); ``calculate_loss`` reads ``items`` and
+    ``offsets`` (the batch's histories as bags, see :class:`HistoryBatches`)."""
 
     def __init__(self, n_items: int, hidden_dim: int, latent_dim: int, dropout: float,
                  anneal_cap: float, total_anneal_steps: int) -> None:
         super().__init__()
-        self.encoder = nn.Sequential(nn.Linear(n_items, hidden_dim), nn.Tanh(),
-                                     nn.Linear(hidden_dim, 2 * latent_dim))
+        self.encoder_input = SparseInput(n_items, hidden_dim)
+        self.encoder = nn.Sequential(nn.Tanh(), nn.Linear(hidden_dim, 2 * latent_dim))
         self.decoder = nn.Sequential(nn.Linear(latent_dim, hidden_dim), nn.Tanh(),
                                      nn.Linear(hidden_dim, n_items))
         self.apply(_xavier)
-        self.latent_dim, self.dropout = latent_dim, dropout
-        cap = float(anneal_cap)
-        self.annealing = losses.KLAnnealing(total_anneal_steps, cap) \
+        self.n_items, self.latent_dim, self.dropout = n_items, latent_dim, dropout
+        self.annealing = losses.KLAnnealing(total_anneal_steps, anneal_cap) \
             if total_anneal_steps > 0 else None
-        self.constant_beta = cap
+        self.constant_beta = float(anneal_cap)
 
     @property
     def beta(self) -> float:
         """The KL weight of the next training step: min(cap, steps / total)."""
         return self.constant_beta if self.annealing is None else self.annealing.beta
 
-    def encode(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.encoder(encoder_input(rows, self.dropout, self.training))
+    def encode(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden = self.encoder_input(batch["items"], batch["offsets"], self.dropout)
+        out = self.encoder(hidden)
         return out[:, :self.latent_dim], out[:, self.latent_dim:]
 
-    def history_scores(self, rows: torch.Tensor) -> torch.Tensor:
+    def history_scores(self, batch: Batch) -> torch.Tensor:
         """Logits (b, n_items) of the decoder at the posterior mean."""
-        return cast(torch.Tensor, self.decoder(self.encode(rows)[0]))
+        return cast(torch.Tensor, self.decoder(self.encode(batch)[0]))
 
     def calculate_loss(self, batch: Batch) -> torch.Tensor:
-        rows = batch["rows"]
         beta = self.constant_beta if self.annealing is None else self.annealing.step()
-        mu, logvar = self.encode(rows)
+        mu, logvar = self.encode(batch)
         logits = self.decoder(sample(mu, logvar, self.training))
-        return losses.multinomial_nll(logits, rows) + beta * losses.kl_normal(mu, logvar)
+        nll = losses.multinomial_nll(logits, dense_rows(batch, self.n_items))
+        return nll + beta * losses.kl_normal(mu, logvar)
 
 
 class ResidualEncoder(nn.Module):
@@ -193,24 +226,25 @@ class ResidualEncoder(nn.Module):
 
     def __init__(self, n_items: int, hidden_dim: int, latent_dim: int) -> None:
         super().__init__()
-        self.layers = nn.ModuleList([nn.Linear(n_items, hidden_dim)] + [
-            nn.Linear(hidden_dim, hidden_dim) for _ in range(4)])
+        self.first = SparseInput(n_items, hidden_dim)
+        self.layers = nn.ModuleList([nn.Linear(hidden_dim, hidden_dim) for _ in range(4)])
         self.norms = nn.ModuleList([nn.LayerNorm(hidden_dim, eps=0.1) for _ in range(5)])
         self.mu = nn.Linear(hidden_dim, latent_dim)
         self.logvar = nn.Linear(hidden_dim, latent_dim)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.norms[0](F.silu(self.layers[0](x)))
+    def forward(self, batch: Batch, dropout: float = 0.0
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.norms[0](F.silu(self.first(batch["items"], batch["offsets"], dropout)))
         skip = h
-        for layer, norm in zip(self.layers[1:], self.norms[1:], strict=True):
+        for layer, norm in zip(self.layers, self.norms[1:], strict=True):
             h = norm(F.silu(layer(h) + skip))
             skip = skip + h
         return self.mu(h), self.logvar(h)
 
 
 class RecVAEModule(nn.Module):
-    """RecVAE (see the module docstring). ``calculate_loss`` reads ``rows`` and
-    ``decoder_phase``; the first batch of a phase switches which half is trained (the
+    """RecVAE (see the module docstring). ``calculate_loss`` reads ``items``, ``offsets``
+    and ``decoder_phase``; the first batch of a phase switches which half is trained (the
     other's parameters get no gradient, so one Adam over both halves steps exactly as the
     paper's two optimisers) and, from encoder to decoder, refreshes the old encoder."""
 
@@ -221,15 +255,15 @@ class RecVAEModule(nn.Module):
         self.encoder = ResidualEncoder(n_items, hidden_dim, latent_dim)
         self.decoder = nn.Linear(latent_dim, n_items)
         self.apply(_xavier)
-        self.dropout, self.gamma, self.beta = dropout, gamma, beta
+        self.n_items, self.dropout, self.gamma, self.beta = n_items, dropout, gamma, beta
         self.log_weights = [math.log(w) if w > 0 else -math.inf for w in prior_weights]
         self.phase: str | None = None
         #: frozen copy of the encoder (training only; not a submodule: never saved)
         self.old_encoder: list[ResidualEncoder] = []
 
-    def history_scores(self, rows: torch.Tensor) -> torch.Tensor:
-        mu, _ = self.encoder(encoder_input(rows, 0.0, False))
-        return cast(torch.Tensor, self.decoder(mu))
+    def history_scores(self, batch: Batch) -> torch.Tensor:
+        """Logits (b, n_items) of the decoder at the posterior mean."""
+        return cast(torch.Tensor, self.decoder(self.encoder(batch)[0]))
 
     def set_phase(self, phase: str) -> None:
         """"encoder" or "decoder": which half trains; entering "decoder" (or starting)
@@ -243,10 +277,10 @@ class RecVAEModule(nn.Module):
         self.decoder.requires_grad_(phase == "decoder")
         self.phase = phase
 
-    def composite_prior(self, rows: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    def composite_prior(self, batch: Batch, z: torch.Tensor) -> torch.Tensor:
         """log p(z) elementwise under the three-component prior."""
         with torch.no_grad():
-            old_mu, old_logvar = self.old_encoder[0](encoder_input(rows, 0.0, False))
+            old_mu, old_logvar = self.old_encoder[0](batch)
         zero = torch.zeros_like(z)
         parts = [log_normal(z, zero, zero), log_normal(z, old_mu, old_logvar),
                  log_normal(z, zero, zero + 10.0)]
@@ -254,26 +288,46 @@ class RecVAEModule(nn.Module):
         return torch.logsumexp(stacked, dim=0)
 
     def calculate_loss(self, batch: Batch) -> torch.Tensor:
-        rows = batch["rows"]
         decoding = bool(batch["decoder_phase"])
         self.set_phase("decoder" if decoding else "encoder")
+        rows = dense_rows(batch, self.n_items)
         if decoding:
             with torch.no_grad():
-                mu, logvar = self.encoder(encoder_input(rows, 0.0, False))
+                mu, logvar = self.encoder(batch)
                 z = sample(mu, logvar, self.training)
             return losses.multinomial_nll(self.decoder(z), rows)
-        mu, logvar = self.encoder(encoder_input(rows, self.dropout, self.training))
+        mu, logvar = self.encoder(batch, self.dropout)
         z = sample(mu, logvar, self.training)
         weight = self.gamma * rows.sum(dim=-1) if self.gamma > 0 else self.beta
-        kl = (log_normal(z, mu, logvar) - self.composite_prior(rows, z)).sum(dim=-1)
+        kl = (log_normal(z, mu, logvar) - self.composite_prior(batch, z)).sum(dim=-1)
         return losses.multinomial_nll(self.decoder(z), rows) + torch.mean(kl * weight)
+
+
+# ---------------------------------------------------------------------------- batches
+class HistoryBatches(BatchSource):
+    """Shuffled users with at least one event, their binary histories as bags: keys
+    ``users`` (b,), ``items`` (nnz,) and ``offsets`` (b,) int64 (the engine's
+    :class:`~.batches.UserBatches` with sparse rows; no dense input block)."""
+
+    def __init__(self, matrix: sp.csr_matrix, batch_size: int, generator: torch.Generator,
+                 device: torch.device) -> None:
+        self.inner = UserBatches(binary_matrix(matrix), batch_size, generator, device)
+        self.batch_size, self.n_rows = self.inner.batch_size, self.inner.n_rows
+
+    def __iter__(self) -> Iterator[Batch]:
+        inner = self.inner
+        order = torch.randperm(self.n_rows, generator=inner.generator).numpy()
+        for start in range(0, self.n_rows, self.batch_size):
+            users = inner.active[order[start:start + self.batch_size]]
+            yield {"users": torch.as_tensor(users, device=inner.device),
+                   **bags(inner.matrix[users], inner.device)}
 
 
 class AlternatingBatches(BatchSource):
     """One RecVAE epoch: ``n_enc`` passes of the user batches tagged for the encoder,
     then ``n_dec`` passes tagged for the decoder (key ``decoder_phase``, a 0-d bool)."""
 
-    def __init__(self, users: UserBatches, n_enc: int, n_dec: int) -> None:
+    def __init__(self, users: BatchSource, n_enc: int, n_dec: int) -> None:
         self.users, self.n_enc, self.n_dec = users, n_enc, n_dec
         self.batch_size, self.n_rows = users.batch_size, users.n_rows
 
@@ -290,18 +344,18 @@ class AlternatingBatches(BatchSource):
 
 # ---------------------------------------------------------------------------- models
 class _HistoryAutoencoder(TorchRecommender):
-    """Shared engine hooks: user batches of binary rows, scores from history rows."""
+    """Shared engine hooks: user batches of binary histories, scores from histories."""
 
     user_state = "history"
 
     def _batches(self, module: nn.Module, matrix: sp.csr_matrix, *, seeds: Seeds,
                  device: torch.device, batch_size: int) -> BatchSource:
-        return UserBatches(binary_matrix(matrix), batch_size, seeds.torch, device)
+        return HistoryBatches(matrix, batch_size, seeds.torch, device)
 
     def _score_module(self, module: nn.Module, users: torch.Tensor,
                       history: sp.csr_matrix) -> torch.Tensor:
-        rows = binary_rows(history, users.device)
-        return cast(torch.Tensor, module.history_scores(rows))  # type: ignore[operator]
+        batch = bags(binary_matrix(history), users.device)
+        return cast(torch.Tensor, module.history_scores(batch))  # type: ignore[operator]
 
 
 @register
@@ -340,5 +394,5 @@ class RecVAE(_HistoryAutoencoder):
 
     def _batches(self, module: nn.Module, matrix: sp.csr_matrix, *, seeds: Seeds,
                  device: torch.device, batch_size: int) -> BatchSource:
-        users = UserBatches(binary_matrix(matrix), batch_size, seeds.torch, device)
+        users = HistoryBatches(matrix, batch_size, seeds.torch, device)
         return AlternatingBatches(users, self.config.n_enc_epochs, self.config.n_dec_epochs)
