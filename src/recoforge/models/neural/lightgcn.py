@@ -127,7 +127,7 @@ def _torch_csr(matrix: sp.csr_matrix, device: torch.device) -> torch.Tensor:
     return torch.sparse_csr_tensor(torch.as_tensor(matrix.indptr.astype(np.int64)),
                                    torch.as_tensor(matrix.indices.astype(np.int64)),
                                    torch.as_tensor(matrix.data), size=matrix.shape,
-                                   device=device)
+                                   device=device, check_invariants=False)
 
 
 class NormalisedGraph:
@@ -199,7 +199,7 @@ class LightGCNNetwork(nn.Module):
     def final(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(e_u for every user, e_i for every item): the layer means."""
         users, items = self.layers()
-        return torch.stack(users).mean(0), torch.stack(items).mean(0)
+        return _mean(users), _mean(items)
 
     def calculate_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         users, items, negatives = batch["users"], batch["items"], batch["negatives"]
@@ -219,8 +219,8 @@ class LightGCNNetwork(nn.Module):
             layer0_map = _ridge(users[1], users[0], fold_in_ridge)
             norm = torch.as_tensor(self.graph.item_norm, dtype=torch.float32,
                                    device=users[0].device)
-            return ScoringState(torch.stack(users).mean(0), torch.stack(items).mean(0),
-                                torch.stack(items[:-1]), norm, layer0_map)
+            return ScoringState(_mean(users), _mean(items), torch.stack(items[:-1]), norm,
+                                layer0_map)
 
 
 class LightGCNEmbeddings(nn.Module):
@@ -250,6 +250,14 @@ class LightGCNEmbeddings(nn.Module):
                             self.item_norm, self.layer0_map)
 
 
+def _mean(layers: list[torch.Tensor]) -> torch.Tensor:
+    """The layer mean as a chain of additions (cheaper backward than stack + mean)."""
+    total = layers[0]
+    for layer in layers[1:]:
+        total = total + layer
+    return total / len(layers)
+
+
 def _ridge(inputs: torch.Tensor, targets: torch.Tensor, ridge: float) -> torch.Tensor:
     """W minimising |inputs W - targets|^2 + ridge |W|^2 (float64 solve): (d, d)."""
     x, y = inputs.double(), targets.double()
@@ -269,8 +277,7 @@ def fold_in(state: ScoringState, history: sp.csr_matrix) -> torch.Tensor:
     normalised = sp.diags(row_norm) @ edges @ sp.diags(item_norm)
     matrix = _torch_csr(normalised, state.item_final.device)
     layers = [matrix @ state.item_layers[k] for k in range(state.item_layers.shape[0])]
-    layer0 = layers[0] @ state.layer0_map
-    return (layer0 + torch.stack(layers).sum(0)) / (len(layers) + 1)
+    return _mean([layers[0] @ state.layer0_map, *layers])
 
 
 # ---------------------------------------------------------------------------- the model
