@@ -61,8 +61,9 @@ assert _spec is not None and _spec.loader is not None
 neural_split = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(neural_split)
 
-#: (label, RecBole model, RecBole flags, our model, our params); the first two are the
-#: brief's peer commands, the others train longer (smaller batches, more epochs)
+#: (label, RecBole model, RecBole flags, our model, our params): "short" are the peer
+#: commands of the brief (10 and 20 optimiser steps on ML-100K: barely trained), "long"
+#: (ML-100K) and "b500" (ML-1M) train longer with smaller batches
 SETTINGS: list[tuple[str, str, dict[str, Any], str, dict[str, Any]]] = [
     ("short", "MultiVAE",
      {"epochs": 10, "lr": 0.001, "batch-size": 2048, "mlp-hidden-size": 600,
@@ -87,6 +88,18 @@ SETTINGS: list[tuple[str, str, dict[str, Any], str, dict[str, Any]]] = [
       "dropout": 0.5, "beta": 0.2, "gamma": 0.005},
      "recvae",
      {"epochs": 10, "learning_rate": 0.001, "batch_size": 128, "hidden_dim": 600,
+      "latent_dim": 200, "dropout": 0.5, "beta": 0.2, "gamma": 0.005}),
+    ("b500", "MultiVAE",
+     {"epochs": 30, "lr": 0.001, "batch-size": 500, "mlp-hidden-size": 600,
+      "latent-dim": 128, "dropout": 0.5, "anneal-cap": 0.2, "total-anneal-steps": 400},
+     "mult_vae",
+     {"epochs": 30, "learning_rate": 0.001, "batch_size": 500, "hidden_dim": 600,
+      "latent_dim": 64, "dropout": 0.5, "anneal_cap": 0.2, "total_anneal_steps": 400}),
+    ("b500", "RecVAE",
+     {"epochs": 8, "lr": 0.001, "batch-size": 500, "hidden-dim": 600, "latent-dim": 200,
+      "dropout": 0.5, "beta": 0.2, "gamma": 0.005},
+     "recvae",
+     {"epochs": 8, "learning_rate": 0.001, "batch_size": 500, "hidden_dim": 600,
       "latent_dim": 200, "dropout": 0.5, "beta": 0.2, "gamma": 0.005}),
 ]
 

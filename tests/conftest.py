@@ -9,6 +9,11 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    # one compute thread per test worker: -n 2 on 2 cores, no oversubscription (torch in
+    # particular slows down many times over when workers x threads exceed the cores)
+    os.environ.setdefault("RECOFORGE_NUM_THREADS", "1")
+
 
 def shared_datasets_dir() -> Path:
     """``$RECOFORGE_DATASETS`` when set, else ``<repo>/../shared/datasets``."""

@@ -185,20 +185,26 @@ def test_ann_recall_against_exact(ann_indexes, items, queries, backend, metric):
     np.testing.assert_allclose(scores[same], truth_scores[same], rtol=1e-4, atol=1e-4)
 
 
-def test_hnsw_with_and_without_the_ip_transform(ann_indexes, items, queries):
-    transformed = ann_indexes["hnsw", "dot"]
+@pytest.fixture(scope="module")
+def transformed_hnsw(ann_indexes):
+    return ann_indexes["hnsw", "dot"]
+
+
+def test_hnsw_with_and_without_the_ip_transform(ann_indexes, transformed_hnsw, items,
+                                                queries):
+    assert ann_indexes["hnsw", "dot"].options["ip_transform"] is True  # the default
     plain = VectorIndex.build(items, "dot", "hnsw", ef_search=256, ip_transform=False)
-    assert transformed.options["ip_transform"] is True
     assert plain.options["ip_transform"] is False
-    assert (transformed._faiss_index.d, plain._faiss_index.d) == (DIM + 1, DIM)
+    assert (transformed_hnsw._faiss_index.d, plain._faiss_index.d) == (DIM + 1, DIM)
     truth, truth_scores = VectorIndex.build(items).search(queries, K)
-    found, scores = plain.search(queries, K)
-    assert recall(found, truth) >= 0.95
-    same = found == truth
-    np.testing.assert_allclose(scores[same], truth_scores[same], rtol=1e-4, atol=1e-4)
-    again = round_trip(plain)
-    assert again.options["ip_transform"] is False
-    np.testing.assert_array_equal(again.search(queries, K)[0], found)
+    for index in (plain, transformed_hnsw):
+        found, scores = index.search(queries, K)
+        assert recall(found, truth) >= 0.95
+        same = found == truth
+        np.testing.assert_allclose(scores[same], truth_scores[same], rtol=1e-4, atol=1e-4)
+        again = round_trip(index)
+        assert again.options["ip_transform"] is index.options["ip_transform"]
+        np.testing.assert_array_equal(again.search(queries, K)[0], found)
     meta, arrays, blobs = plain.to_parts()
     claims_transform = {**meta, "options": {**meta["options"], "ip_transform": True}}
     with pytest.raises(ArtifactError, match=f"dimension {DIM}, the metadata says "
@@ -206,14 +212,14 @@ def test_hnsw_with_and_without_the_ip_transform(ann_indexes, items, queries):
         VectorIndex.from_parts(claims_transform, arrays, blobs)
 
 
-def test_hnsw_saved_before_ip_transform_existed_loads_transformed(ann_indexes, queries):
-    index = ann_indexes["hnsw", "dot"]
-    meta, arrays, blobs = index.to_parts()
+def test_hnsw_saved_before_ip_transform_existed_loads_transformed(transformed_hnsw, queries):
+    meta, arrays, blobs = transformed_hnsw.to_parts()
     older = {**meta, "options": {k: v for k, v in meta["options"].items()
                                  if k != "ip_transform"}}
     again = VectorIndex.from_parts(older, arrays, blobs)
     assert again.options["ip_transform"] is True
-    np.testing.assert_array_equal(again.search(queries, K)[0], index.search(queries, K)[0])
+    np.testing.assert_array_equal(again.search(queries, K)[0],
+                                  transformed_hnsw.search(queries, K)[0])
 
 
 def spy_fetch_sizes(monkeypatch):

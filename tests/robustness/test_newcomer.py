@@ -25,7 +25,7 @@ from recoforge.data.transforms import (
     transform_matrix,
     transform_values,
 )
-from recoforge.errors import ConfigError
+from recoforge.errors import ConfigError, DataError
 from recoforge.evaluation import compare
 from tests.cli.test_cli import run
 
@@ -210,8 +210,38 @@ def test_leaderboard_fits_the_terminal(files, tmp_path, monkeypatch, columns):
     assert max(len(line) for line in lines) <= columns
     for name in names.split(","):  # whole, never "m..."
         assert any(f" {name} " in line for line in lines), out.stdout
-    assert "ndcg@10" in out.stdout and "--out FILE writes every column" in out.stdout
+    text = " ".join(out.stdout.split())  # the note wraps at the terminal's width
+    assert "ndcg@10" in text and "--out FILE writes every column" in text
     out = run("evaluate", "--data", str(files / "plays.csv"), "--implicit", "--models",
               names, "--k", "10,20", "--out", "full.csv", cwd=tmp_path)
     full = pd.read_csv(tmp_path / "full.csv")
     assert {"precision@20", "gini@20", "fit_seconds"} <= set(full.columns)
+
+
+# ---------------------------------------------------------------------- published editions
+def test_movielens_csv_edition_with_trailing_empty_columns(tmp_path):
+    """ml-latest-small (2016) ends every line with empty fields under empty headers."""
+    folder = tmp_path / "ml-latest-small"
+    folder.mkdir()
+    (folder / "ratings.csv").write_text("userId,movieId,rating,timestamp,,,,\n"
+                                        "1,1,4.0,964982703,,,,\n1,3,4.5,964981247,,,,\n"
+                                        "2,1,3.0,964982224,,,,\n")
+    (folder / "movies.csv").write_text("movieId,title,genres,,\n1,Toy Story (1995),"
+                                       "Animation|Comedy,,\n3,Heat (1995),Action,,\n")
+    data = load_dataset(folder)
+    assert len(data.interactions) == 3 and data.kind == "explicit"
+    assert sorted(data.interactions.values.tolist()) == [3.0, 4.0, 4.5]
+    assert "Heat (1995)" in set(data.item_info["title"])
+    (folder / "ratings.csv").write_text("userId,movieId,rating,timestamp,\n1,1,4.0,9,x\n")
+    with pytest.raises(DataError, match="expected 4 columns"):
+        load_dataset(folder)
+
+
+@pytest.mark.parametrize("name", ["lastfm", "kuairec"])
+def test_a_named_dataset_without_files_says_where_to_get_them(name, tmp_path):
+    with pytest.raises(DataError, match=r"download it from https://.*pass path="):
+        load_dataset(name)
+    out = run("evaluate", "--data", name, "--models", "popularity", cwd=tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert "pass --path with its folder" in out.stderr and "path=" not in out.stderr

@@ -84,13 +84,19 @@ def _model_names(text: str) -> list[str]:
     return names
 
 
+def _dataset_key(name: str) -> str:
+    """The registry key of a dataset name (``movielens-1m`` -> ``ml-1m``)."""
+    from recoforge.data import loaders
+
+    key = re.sub(r"^movielens-?", "ml-", name.strip().lower())
+    return key if key in loaders._loaders() else f"ml-{key}"
+
+
 def _dataset_loader(name: str) -> Any:
     """The loader behind a registered dataset name (None for any other text)."""
     from recoforge.data import loaders
 
-    table = loaders._loaders()
-    key = re.sub(r"^movielens-?", "ml-", name.strip().lower())
-    return table.get(key) or table.get(f"ml-{key}")
+    return loaders._loaders().get(_dataset_key(name))
 
 
 def _check_dataset_options(name: str, options: dict[str, Any]) -> None:
@@ -110,6 +116,10 @@ def _check_dataset_options(name: str, options: dict[str, Any]) -> None:
         needed = parameter.default is inspect.Parameter.empty and parameter.kind in (
             inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
         if needed and parameter.name not in options:
+            if parameter.name == "path":
+                from recoforge.data.loaders import where_to_get
+
+                raise ConfigError(where_to_get(_dataset_key(name)))
             flag = DATASET_OPTIONS.get(parameter.name, parameter.name)
             raise ConfigError(f"dataset {name!r} needs {flag} (see `recoforge datasets`)")
 

@@ -11,6 +11,7 @@ The public-dataset loaders live in :mod:`~recoforge.data.movielens`,
 
 from __future__ import annotations
 
+import inspect
 import re
 import warnings
 from collections.abc import Callable, Sequence
@@ -368,6 +369,30 @@ def _loaders() -> dict[str, Callable[..., Dataset]]:
     return table
 
 
+def where_to_get(name: str) -> str:
+    """One line saying where a named dataset's files come from and how to pass them."""
+    entry = next((e for e in _REGISTRY if e["name"] == name), None)
+    source = f"download it from {entry['url']}, extract it, and " if entry and entry[
+        "url"] else ""
+    return (f"dataset {name!r} is read from its files: {source}pass path= (CLI: --path) "
+            f"with its folder")
+
+
+def _check_required(name: str, loader: Callable[..., Dataset], kwargs: dict[str, Any]
+                    ) -> None:
+    """DataError naming where to get the files when a loader's ``path`` is missing."""
+    try:
+        parameters = inspect.signature(loader).parameters
+    except (TypeError, ValueError):  # pragma: no cover - builtins
+        return
+    needed = [p.name for p in parameters.values() if p.default is inspect.Parameter.empty
+              and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in kwargs]
+    if "path" in needed:
+        raise DataError(where_to_get(name))
+    if needed:
+        raise DataError(f"dataset {name!r} needs {', '.join(f'{n}=' for n in needed)}")
+
+
 def _detect_folder(path: Path) -> Callable[..., Dataset] | None:
     """The loader for a folder in a known public layout, if any."""
     from recoforge.data import kuairec, lastfm, movielens
@@ -404,10 +429,10 @@ def load_dataset(name_or_path: str | Path, **kwargs: Any) -> Dataset:
     loaders = _loaders()
     key = str(name_or_path).strip().lower()
     key = re.sub(r"^movielens-?", "ml-", key)
+    key = key if key in loaders else f"ml-{key}"
     if key in loaders:
+        _check_required(key, loaders[key], kwargs)
         return loaders[key](**kwargs)
-    if f"ml-{key}" in loaders:
-        return loaders[f"ml-{key}"](**kwargs)
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         loader = _detect_folder(path)

@@ -222,6 +222,25 @@ def _complete_rows(frame: pd.DataFrame, source: str) -> pd.DataFrame:
     return frame
 
 
+def _read_csv_edition(path: Path, names: list[str]) -> pd.DataFrame:
+    """A MovieLens CSV with its columns renamed to ``names``.
+
+    Some editions as published (ml-latest-small of 2016) end every line with empty
+    fields under empty headers (pandas' ``Unnamed: 4`` ...): those columns are dropped
+    when every value in them is empty; any other extra column is an error.
+    """
+    frame = read_table(path)
+    empty_tail = [col for col in frame.columns[len(names):]
+                  if str(col).startswith("Unnamed: ")
+                  and (frame[col].isna() | (frame[col].astype(str).str.strip() == "")).all()]
+    frame = frame.drop(columns=empty_tail)
+    if len(frame.columns) != len(names):
+        raise DataError(f"{path.name}: expected {len(names)} columns ({', '.join(names)}), "
+                        f"found {[str(c) for c in frame.columns]}")
+    frame.columns = names
+    return frame
+
+
 def _read_ratings(folder: Path, variant: str) -> tuple[pd.DataFrame, str, int]:
     """Ratings as columns user, item, rating, timestamp; plus the source name and first line."""
     if variant == "100k":
@@ -233,12 +252,7 @@ def _read_ratings(folder: Path, variant: str) -> tuple[pd.DataFrame, str, int]:
         frame = read_double_colon(path, RATING_COLUMNS, numeric=True)
         return _complete_rows(frame, path.name), path.name, 1
     path = folder / "ratings.csv"
-    frame = read_table(path)
-    if len(frame.columns) != 4:
-        raise DataError(f"{path.name}: expected 4 columns (user, movie, rating, timestamp), "
-                        f"found {list(frame.columns)}")
-    frame.columns = RATING_COLUMNS
-    return frame, path.name, 2
+    return _read_csv_edition(path, list(RATING_COLUMNS)), path.name, 2
 
 
 def _read_movies(folder: Path, variant: str) -> pd.DataFrame | None:
@@ -248,10 +262,10 @@ def _read_movies(folder: Path, variant: str) -> pd.DataFrame | None:
     if dat.is_file():
         return _movie_info(_read_movielens_text(dat), dat.name)
     if csv.is_file():
-        info = _movie_info(read_table(csv, names=["item", "title", "genres"]), csv.name)
+        info = _movie_info(_read_csv_edition(csv, ["item", "title", "genres"]), csv.name)
         links = folder / "links.csv"
         if links.is_file():
-            extra = read_table(links, names=["item", "imdb_id", "tmdb_id"]).set_index("item")
+            extra = _read_csv_edition(links, ["item", "imdb_id", "tmdb_id"]).set_index("item")
             info = info.join(extra[~extra.index.duplicated()], how="left")
         return info
     return None

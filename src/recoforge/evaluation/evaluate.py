@@ -371,7 +371,7 @@ def compare(models: Mapping[str, Recommender], split: Split,
     _check_split(split, "compare")
     results: dict[str, EvaluationResult] = {}
     fitted: dict[str, Recommender] = {}
-    rows = {}
+    rows: dict[str, dict[str, float]] = {}
     for name, model in models.items():  # all checked before any is fitted
         if not isinstance(model, Recommender):
             raise ConfigError(f"compare: {name!r} is a {type(model).__name__}, "

@@ -10,9 +10,9 @@ Backends:
   always correct; O(n_items * dim) work per query.
 - ``"hnsw"``: ``faiss.IndexHNSWFlat`` (graph search; Malkov & Yashunin, 2018), inner
   product. Parameters ``M`` (links per node), ``ef_construction``, ``ef_search`` and
-  ``ip_transform``: for ``"dot"`` items carry one extra coordinate that gives them equal
-  norms (see :mod:`recoforge.ranking._faiss`) unless ``ip_transform=False``; which recalls
-  more depends on the data (benchmarks/results/vector_index.md).
+  ``ip_transform``: True (default) gives items one extra coordinate so they have equal
+  norms (see :mod:`recoforge.ranking._faiss`); False searches raw inner products. Which
+  recalls more depends on the data (benchmarks/results/vector_index.md).
 - ``"ivf"``: ``faiss.IndexIVFFlat`` (k-means cells, inverted lists) for large catalogues.
   Parameters ``nlist`` (cells), ``nprobe`` (cells visited per query), ``seed`` and
   ``train_size`` (the seeded sample k-means is trained on).

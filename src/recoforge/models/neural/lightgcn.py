@@ -57,8 +57,9 @@ Convolution Network for Recommendation", SIGIR.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
-from typing import NamedTuple, cast
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import scipy.sparse as sp
@@ -104,13 +105,13 @@ class _SparseProduct(torch.autograd.Function):
     """y = A x with the gradient A^T g taken from a stored A^T (no transpose per step)."""
 
     @staticmethod
-    def forward(ctx, dense: torch.Tensor, matrix: torch.Tensor,  # type: ignore[override]
+    def forward(ctx: Any, dense: torch.Tensor, matrix: torch.Tensor,
                 transposed: torch.Tensor) -> torch.Tensor:
         ctx.transposed = transposed
         return matrix @ dense
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         return ctx.transposed @ grad, None, None
 
 
@@ -124,10 +125,12 @@ def _inverse_sqrt(degrees: np.ndarray) -> np.ndarray:
 
 def _torch_csr(matrix: sp.csr_matrix, device: torch.device) -> torch.Tensor:
     matrix = sp.csr_matrix(matrix, dtype=np.float32)
-    return torch.sparse_csr_tensor(torch.as_tensor(matrix.indptr.astype(np.int64)),
-                                   torch.as_tensor(matrix.indices.astype(np.int64)),
-                                   torch.as_tensor(matrix.data), size=matrix.shape,
-                                   device=device, check_invariants=False)
+    with warnings.catch_warnings():  # "sparse CSR support is in beta"
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(torch.as_tensor(matrix.indptr.astype(np.int64)),
+                                       torch.as_tensor(matrix.indices.astype(np.int64)),
+                                       torch.as_tensor(matrix.data), size=matrix.shape,
+                                       device=device, check_invariants=False)
 
 
 class NormalisedGraph:

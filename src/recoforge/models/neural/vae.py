@@ -21,21 +21,24 @@ minimise the negative ELBO with a multinomial likelihood
   input dropout) then ``n_dec_epochs`` passes updating the decoder only (no dropout; these
   steps compute the likelihood alone, the KL term having no gradient there).
 
-Training batches are mini-batches of users (those with an event), their dense history
-rows straight from the CSR, shuffled under the seed (:class:`.batches.UserBatches`); an
-epoch visits every user once (RecBole's epoch walks interactions instead: see
-benchmarks/results/neural_vae.md for the conversion). Scores are the decoder's logits at
-z = mu (the mean of q(z|x)), computed from the query's history rows only: new users and
-known users with new events need no fold-in (``user_state = "history"``), and a stored
-user's history scores exactly as that user.
+Training batches are mini-batches of users (those with an event), their histories
+straight from the CSR as bags of items, shuffled under the seed (:class:`HistoryBatches`,
+the engine's :class:`~.batches.UserBatches` without the dense input); the encoder's first
+layer reads the bags (:class:`SparseInput`: one ``embedding_bag``, O(nnz hidden_dim)
+instead of O(batch_size n_items hidden_dim)). An epoch visits every user once, as
+RecBole's VAE epochs do (see benchmarks/results/neural_vae.md). Scores are the decoder's
+logits at z = mu (the mean of q(z|x)), computed from the query's history rows only: new
+users and known users with new events need no fold-in (``user_state = "history"``), and a
+stored user's history scores exactly as that user.
 
-Memory: a training batch is dense, ``batch_size x n_items`` float32 for the input, and a
-few more such blocks for the dropout mask, logits and their gradients (about 6 in all);
-scoring holds a dense block of at most :data:`.engine.SCORE_BLOCK_FLOATS` floats of
-histories and as many of scores. Parameters: ``2 n_items hidden_dim`` (Mult-VAE),
-``n_items (hidden_dim + latent_dim)`` (RecVAE; plus the old encoder while training).
-Time per epoch: O(n_users n_items hidden_dim) (Mult-VAE), O(n_users n_items (hidden_dim
-+ latent_dim)) per pass (RecVAE).
+Memory: a training batch is dense on the output side, ``batch_size x n_items`` float32
+for the logits, their softmax gradient and the binary rows the likelihood reads (about 4
+such blocks); the input is O(nnz of the batch). Scoring holds blocks of at most
+:data:`.engine.SCORE_BLOCK_FLOATS` scores. Parameters: ``2 n_items hidden_dim``
+(Mult-VAE), ``n_items (hidden_dim + latent_dim)`` (RecVAE; twice the encoder's share
+while training, for the old encoder). Time per epoch: O(nnz hidden_dim + n_users n_items
+hidden_dim) (Mult-VAE), O(nnz hidden_dim + n_users (hidden_dim^2 + n_items latent_dim))
+per pass (RecVAE).
 
 References
 ----------
