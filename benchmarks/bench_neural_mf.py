@@ -34,9 +34,12 @@ Run (1 thread each, ``nice``)::
     .venv/bin/python benchmarks/neural_split.py write --dataset ml-100k --protocol ratings \\
         --work /tmp/neural        # and --dataset ml-1m
     RECOFORGE_NUM_THREADS=1 nice .venv/bin/python benchmarks/bench_neural_mf.py \\
-        --datasets ml-100k,ml-1m --repeats 2 --keras-python /tmp/tf/bin/python
+        --datasets ml-100k,ml-1m --repeats 2 --parts same,tune
+    RECOFORGE_NUM_THREADS=1 nice .venv/bin/python benchmarks/bench_neural_mf.py \\
+        --parts tune --grid fine --append
 
-Writes benchmarks/results/neural_mf.md (``--no-write`` to print only).
+Writes benchmarks/results/neural_mf.md (``--no-write`` to print only; ``--append`` adds
+the sections to it; its hand-written summary is not generated: keep it when rerunning).
 """
 
 from __future__ import annotations

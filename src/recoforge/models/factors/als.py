@@ -29,7 +29,12 @@ import scipy.sparse as sp
 from numba import prange
 
 from recoforge.data.dataset import Dataset
-from recoforge.data.transforms import DEFAULT_TRANSFORM, VALUE_TRANSFORMS, transform_values
+from recoforge.data.transforms import (
+    DEFAULT_TRANSFORM,
+    VALUE_TRANSFORMS,
+    transform_matrix,
+    transform_values,
+)
 from recoforge.errors import ConfigError
 from recoforge.models.factors.core import FactorModel
 from recoforge.models.params import ModelConfig, param, seed_param
@@ -379,6 +384,12 @@ class ImplicitALS(_ALSBase):
 
     def _fixed_items(self) -> np.ndarray:
         return self.item_factors_
+
+    def _fold_in_system(self, history: sp.csr_matrix, row: int, gram: np.ndarray | None
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The shared fold-in system (explanations) on the ``values``-transformed row."""
+        one = transform_matrix(sp.csr_matrix(history)[row], self.config.values)
+        return super()._fold_in_system(one, 0, gram)
 
     def _store(self, users: np.ndarray, items: np.ndarray) -> None:
         self.user_factors_, self.item_factors_ = users, items
