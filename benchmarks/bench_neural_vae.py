@@ -28,7 +28,8 @@ Conversion of settings (RecBole -> ours):
 Run (needs RecBole in /tmp/recbole and the split in /tmp/neural)::
 
     python benchmarks/neural_split.py write --dataset ml-100k --work /tmp/neural
-    python benchmarks/bench_neural_vae.py --datasets ml-100k [--repeats 2]
+    python benchmarks/bench_neural_vae.py --datasets ml-100k [--settings short,long]
+        [--models mult_vae,recvae] [--noise-scale 0.01] [--repeats 2]
 
 Writes benchmarks/results/neural_vae.md (``--out`` to change).
 """
@@ -132,6 +133,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--datasets", default="ml-100k")
     parser.add_argument("--settings", default="short,long")
+    parser.add_argument("--models", default="mult_vae,recvae")
+    parser.add_argument("--noise-scale", type=float, default=1.0,
+                        help="our noise_scale (RecBole's reparameterisation noise: 0.01)")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--work", type=Path, default=Path("/tmp/neural"))
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -141,8 +145,9 @@ def main(argv: list[str] | None = None) -> None:
         split_dir = args.work / dataset / "test"
         split, _ = neural_split.rebuild(split_dir)
         for label, peer, flags, ours, params in SETTINGS:
-            if label not in args.settings.split(","):
+            if label not in args.settings.split(",") or ours not in args.models.split(","):
                 continue
+            params = {**params, "noise_scale": args.noise_scale}
             for repeat in range(args.repeats):
                 lists = args.work / "out" / f"bench_vae_{dataset}_{peer}_{label}.tsv"
                 theirs = run_recbole(split_dir, peer, flags, lists)

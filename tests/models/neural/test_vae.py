@@ -179,6 +179,7 @@ def test_save_load_round_trip(fitted, tmp_path: Path):
     ("recvae", {"gamma": -1.0}), ("recvae", {"n_enc_epochs": 0}),
     ("recvae", {"n_dec_epochs": 0}), ("recvae", {"prior_wide_weight": 0.5}),
     ("recvae", {"prior_standard_weight": 2.0}), ("recvae", {"dropout": -0.1}),
+    ("recvae", {"noise_scale": -1.0}), ("mult_vae", {"noise_scale": float("nan")}),
 ])
 def test_bad_parameters_are_config_errors(name, params):
     with pytest.raises(ConfigError):

@@ -3,9 +3,10 @@
 Both read a user's history row x (binary: every stored event with a positive value is 1,
 as in both papers; rating values are not used), encode ``normalize(x)`` (L2, with dropout
 ``dropout`` on the input while training) to a Gaussian q(z|x) = N(mu, diag(exp(logvar))),
-decode a sample z = mu + eps * sigma (eps ~ N(0, I)) to logits over the catalogue and
-minimise the negative ELBO with a multinomial likelihood
-``-sum_i x_i log softmax(logits)_i`` (:func:`.losses.multinomial_nll`).
+decode a sample z = mu + eps * sigma (eps ~ N(0, noise_scale^2 I); noise_scale 1 as in
+the papers, RecBole uses 0.01) to logits over the catalogue and minimise the negative
+ELBO with a multinomial likelihood ``-sum_i x_i log softmax(logits)_i``
+(:func:`.losses.multinomial_nll`).
 
 - ``mult_vae`` (Liang et al. 2018): encoder ``n_items -> hidden_dim -> 2 latent_dim``
   and decoder ``latent_dim -> hidden_dim -> n_items`` (tanh), prior N(0, I), KL weight
@@ -81,6 +82,9 @@ class _AutoencoderConfig(NeuralConfig):
     hidden_dim: int = param(600, ge=1, le=65_536, doc="width of the hidden layers")
     latent_dim: int = param(200, ge=1, le=65_536, doc="dimension of z")
     dropout: float = param(0.5, ge=0.0, lt=1.0, doc="dropout on the normalised input")
+    noise_scale: float = param(1.0, ge=0.0, le=100.0,
+                               doc="std of the reparameterisation noise eps (1: the "
+                                   "papers; RecBole uses 0.01)")
 
 
 @dataclass(frozen=True)
@@ -165,11 +169,12 @@ class SparseInput(nn.Module):
         return summed + self.bias
 
 
-def sample(mu: torch.Tensor, logvar: torch.Tensor, training: bool) -> torch.Tensor:
-    """z = mu + eps * exp(logvar / 2) while training; mu otherwise."""
+def sample(mu: torch.Tensor, logvar: torch.Tensor, training: bool,
+           scale: float = 1.0) -> torch.Tensor:
+    """z = mu + eps * exp(logvar / 2), eps ~ N(0, scale^2), while training; mu otherwise."""
     if not training:
         return mu
-    return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+    return mu + scale * torch.randn_like(mu) * torch.exp(0.5 * logvar)
 
 
 def log_normal(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -189,7 +194,8 @@ class MultVAEModule(nn.Module):
     ``offsets`` (the batch's histories as bags, see :class:`HistoryBatches`)."""
 
     def __init__(self, n_items: int, hidden_dim: int, latent_dim: int, dropout: float,
-                 anneal_cap: float, total_anneal_steps: int) -> None:
+                 anneal_cap: float, total_anneal_steps: int, noise_scale: float = 1.0
+                 ) -> None:
         super().__init__()
         self.encoder_input = SparseInput(n_items, hidden_dim)
         self.encoder = nn.Sequential(nn.Tanh(), nn.Linear(hidden_dim, 2 * latent_dim))
@@ -197,6 +203,7 @@ class MultVAEModule(nn.Module):
                                      nn.Linear(hidden_dim, n_items))
         self.apply(_xavier)
         self.n_items, self.latent_dim, self.dropout = n_items, latent_dim, dropout
+        self.noise_scale = noise_scale
         self.annealing = losses.KLAnnealing(total_anneal_steps, anneal_cap) \
             if total_anneal_steps > 0 else None
         self.constant_beta = float(anneal_cap)
@@ -218,7 +225,7 @@ class MultVAEModule(nn.Module):
     def calculate_loss(self, batch: Batch) -> torch.Tensor:
         beta = self.constant_beta if self.annealing is None else self.annealing.step()
         mu, logvar = self.encode(batch)
-        logits = self.decoder(sample(mu, logvar, self.training))
+        logits = self.decoder(sample(mu, logvar, self.training, self.noise_scale))
         nll = losses.multinomial_nll(logits, dense_rows(batch, self.n_items))
         return nll + beta * losses.kl_normal(mu, logvar)
 
@@ -252,13 +259,14 @@ class RecVAEModule(nn.Module):
     paper's two optimisers) and, from encoder to decoder, refreshes the old encoder."""
 
     def __init__(self, n_items: int, hidden_dim: int, latent_dim: int, dropout: float,
-                 gamma: float, beta: float, prior_weights: tuple[float, float, float]
-                 ) -> None:
+                 gamma: float, beta: float, prior_weights: tuple[float, float, float],
+                 noise_scale: float = 1.0) -> None:
         super().__init__()
         self.encoder = ResidualEncoder(n_items, hidden_dim, latent_dim)
         self.decoder = nn.Linear(latent_dim, n_items)
         self.apply(_xavier)
         self.n_items, self.dropout, self.gamma, self.beta = n_items, dropout, gamma, beta
+        self.noise_scale = noise_scale
         self.log_weights = [math.log(w) if w > 0 else -math.inf for w in prior_weights]
         self.phase: str | None = None
         #: frozen copy of the encoder (training only; not a submodule: never saved)
@@ -297,10 +305,10 @@ class RecVAEModule(nn.Module):
         if decoding:
             with torch.no_grad():
                 mu, logvar = self.encoder(batch)
-                z = sample(mu, logvar, self.training)
+                z = sample(mu, logvar, self.training, self.noise_scale)
             return losses.multinomial_nll(self.decoder(z), rows)
         mu, logvar = self.encoder(batch, self.dropout)
-        z = sample(mu, logvar, self.training)
+        z = sample(mu, logvar, self.training, self.noise_scale)
         weight = self.gamma * rows.sum(dim=-1) if self.gamma > 0 else self.beta
         kl = (log_normal(z, mu, logvar) - self.composite_prior(batch, z)).sum(dim=-1)
         return losses.multinomial_nll(self.decoder(z), rows) + torch.mean(kl * weight)
@@ -373,7 +381,7 @@ class MultVAE(_HistoryAutoencoder):
     def _build_module(self, n_users: int, n_items: int) -> nn.Module:
         cfg = self.config
         return MultVAEModule(n_items, cfg.hidden_dim, cfg.latent_dim, cfg.dropout,
-                             cfg.anneal_cap, cfg.total_anneal_steps)
+                             cfg.anneal_cap, cfg.total_anneal_steps, cfg.noise_scale)
 
     def _fit(self, data: Dataset) -> None:
         super()._fit(data)
@@ -393,7 +401,7 @@ class RecVAE(_HistoryAutoencoder):
         weights = (cfg.prior_standard_weight, cfg.prior_posterior_weight,
                    cfg.prior_wide_weight)
         return RecVAEModule(n_items, cfg.hidden_dim, cfg.latent_dim, cfg.dropout,
-                            cfg.gamma, cfg.beta, weights)
+                            cfg.gamma, cfg.beta, weights, cfg.noise_scale)
 
     def _batches(self, module: nn.Module, matrix: sp.csr_matrix, *, seeds: Seeds,
                  device: torch.device, batch_size: int) -> BatchSource:
