@@ -21,9 +21,10 @@ Conversion of settings (RecBole -> ours):
 - MultiVAE's ``latent_dimension`` is the width of the encoder's output, mu and logvar
   together: ``latent_dim = latent_dimension / 2``. ``mlp_hidden_size [600]`` is
   ``hidden_dim=600``. RecVAE's ``hidden_dimension`` and ``latent_dimension`` are ours.
-- Differences left as they are: RecBole samples z with noise of standard deviation 0.01
-  (``epsilon ~ N(0, 0.01^2)``), ours with the papers' N(0, 1); RecBole's first-epoch old
-  encoder is an independent random encoder, ours the initial encoder.
+- RecBole samples z with noise of standard deviation 0.01 (``epsilon ~ N(0, 0.01^2)``),
+  ours with the papers' N(0, 1) unless ``--noise-scale 0.01`` (our ``noise_scale``).
+  Left as it is: RecBole's first-epoch old encoder is an independent random encoder,
+  ours the initial encoder.
 
 Run (needs RecBole in /tmp/recbole and the split in /tmp/neural)::
 
