@@ -140,14 +140,17 @@ def test_bad_input_exits_with_one_line_and_no_output(tmp_path: Path, content, ar
 
 
 def test_recommend_errors_leave_no_partial_output(workdir: Path):
+    fit = run("fit", "--data", "ratings.csv", *COLUMNS, "--model", "popularity",
+              "--out", "model-for-errors", cwd=workdir)  # independent of the other tests
+    assert fit.returncode == 0, fit.stderr
     pd.DataFrame({"uid": ["user1", "nobody"]}).to_csv(workdir / "strangers.csv", index=False)
-    out = run("recommend", "--model", "model", "--users", "strangers.csv", "--user-col", "uid",
-              "--out", "partial.csv", cwd=workdir)
+    out = run("recommend", "--model", "model-for-errors", "--users", "strangers.csv",
+              "--user-col", "uid", "--out", "partial.csv", cwd=workdir)
     assert out.returncode == 2 and "unknown user id 'nobody'" in out.stderr
     assert not (workdir / "partial.csv").exists()
     assert not list(workdir.glob(".partial.csv*"))
-    bad_k = run("recommend", "--model", "model", "--all", "--k", "0", "--out", "k.csv",
-                cwd=workdir)
+    bad_k = run("recommend", "--model", "model-for-errors", "--all", "--k", "0", "--out",
+                "k.csv", cwd=workdir)
     assert bad_k.returncode == 2 and "'--k'" in bad_k.stderr
     assert bad_k.stderr.count("\n") == 1 and "greater than or equal to 1" in bad_k.stderr
     missing = run("recommend", "--model", "no-such-dir", "--all", "--out", "x.csv",

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 
 import pandas as pd
 import typer
+from rich.console import Console
 from rich.table import Table
 
 from recoforge.cli._app import app, console, progress_bar
@@ -246,7 +247,10 @@ def _show_leaderboard(result: Any, title: str, seed: int, target: Path | None) -
     board = result.leaderboard
     width = terminal_width()
     table, left_out = leaderboard_table(board, title, width, result.failures)
-    console.print(table, width=width)
+    # a Console of this width: a long-lived Console caps print(width=) at the width it
+    # read when it was created (rich reads $COLUMNS once), which may be narrower
+    out = Console(width=width, highlight=False)
+    out.print(table)
     note = [*failure_lines(result.failures), f"seed {seed} (split and models)"]
     if target is not None:
         note[-1] += f"; every column written to {target}"
@@ -255,7 +259,7 @@ def _show_leaderboard(result: Any, title: str, seed: int, target: Path | None) -
                      f"{', ...' if len(left_out) > 3 else ''}): --out FILE writes every "
                      f"column")
     for line in note:  # wrapped at the table's width
-        console.print(line, markup=False, highlight=False, width=width)
+        out.print(line, markup=False)
     if target is not None:
         frame = board.reset_index()
         if result.failures:
