@@ -63,6 +63,7 @@ CONVENTIONAL_STATE: dict[str, str] = {
     "user_means_": "users",
     "item_means_": "items",
     "vector_index_": "any: optional",
+    "item_titles_": "items: text",
 }
 SCALAR_RULES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
 _QUALIFIERS = {"int", "bool", "text", "index<users>", "index<items>", "nonfinite", "optional"}

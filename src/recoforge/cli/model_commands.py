@@ -56,13 +56,18 @@ def check_model_target(out: Path, overwrite: bool) -> None:
 
 
 def _with_item_features(dataset: Any, path: Path, id_col: str, encoding: str,
-                        numeric_missing: str, **spec: list[str]) -> Any:
-    """The dataset with item features built from an attributes file."""
+                        numeric_missing: str, title_col: str | None = None,
+                        **spec: list[str]) -> Any:
+    """The dataset with item features built from an attributes file.
+
+    With ``title_col`` and no feature column the file gives only titles (no features,
+    catalogue unchanged).
+    """
     from recoforge.data.loaders import read_table
 
-    if not any(spec.values()):
+    if not any(spec.values()) and title_col is None:
         raise ConfigError("--item-features needs at least one of --text-col, --label-col, "
-                          "--category-col, --numeric-col")
+                          "--category-col, --numeric-col (or --title-col for titles only)")
     info = read_table(path, encoding=encoding, id_columns=[id_col])
     if id_col not in info.columns:
         raise DataError(f"{path.name}: no item id column {id_col!r} (columns found: "
@@ -76,7 +81,13 @@ def _with_item_features(dataset: Any, path: Path, id_col: str, encoding: str,
     if not info.index.is_unique:
         raise DataError(f"{path.name}: item {info.index[info.index.duplicated()][0]!r} "
                         f"appears twice")
-    return dataset.with_item_features(info, numeric_missing=numeric_missing, **spec)
+    if title_col is not None and title_col not in info.columns:
+        raise DataError(f"{path.name}: no title column {title_col!r} (columns found: "
+                        f"{[str(c) for c in info.columns]}); pass --title-col")
+    if not any(spec.values()):
+        return dataset.with_item_info(info, title_col=title_col)
+    return dataset.with_item_features(info, title_col=title_col,
+                                      numeric_missing=numeric_missing, **spec)
 
 
 @app.command()
@@ -111,6 +122,9 @@ def fit(
     numeric_missing: Annotated[Literal["error", "mean", "zero"], typer.Option(
         help="Missing numeric feature values: error, mean (the column mean) or zero.")
                                ] = "error",
+    title_col: Annotated[str | None, typer.Option(
+        help="Column of --item-features with item titles or names, shown by recommend, "
+        "similar and explain (default: 'title' or 'name' when present).")] = None,
 ) -> None:
     """Fit a model on an interactions file and save it to a directory."""
     from recoforge.models.registry import create, model_class
@@ -123,9 +137,11 @@ def fit(
                                 rating_col=rating_col, timestamp_col=timestamp_col, sep=sep,
                                 header=header, encoding=encoding, implicit=implicit,
                                 duplicates=duplicates)
+    if title_col is not None and items_file is None:
+        raise ConfigError("--title-col names a column of --item-features FILE; pass both")
     if items_file is not None:
         dataset = _with_item_features(dataset, items_file, item_id_col,
-                                      check_encoding(encoding), numeric_missing,
+                                      check_encoding(encoding), numeric_missing, title_col,
                                       text=text_col or [], multilabel=label_col or [],
                                       categorical=category_col or [],
                                       numeric=numeric_col or [])
@@ -138,7 +154,7 @@ def fit(
                        description=f"fitting {model}{loss}")
 
         fitted = create(model, **params).fit(dataset, fallback=fallback, progress=epoch_done)
-    fitted.save(str(out), overwrite=overwrite, include_history=history)
+    fitted.save(str(out), overwrite=overwrite, include_history=history, include_titles=True)
     console.print(f"fitted {model} on {len(dataset.interactions):,} interactions "
                   f"({dataset.n_users:,} users, {dataset.n_items:,} items) in "
                   f"{fitted.fit_seconds_:.2f}s -> {out}")
@@ -168,6 +184,9 @@ def recommend(
         "--header/--no-header", help="Whether --users/--items files start with a header "
         "(default: yes, unless a one-column file starts with a known id).")] = None,
     encoding: EncodingOpt = None,
+    titles: Annotated[bool | None, typer.Option(
+        "--titles/--no-titles", help="Add a 'title' column (default: when the model "
+        "knows its items' titles).")] = None,
 ) -> None:
     """Write top-k recommendations for users to a file (batch precomputation)."""
     from recoforge.models.registry import load_model
@@ -192,8 +211,8 @@ def recommend(
         try:
             recs = fitted.recommend(
                 user_ids, k=k, exclude_seen=not include_seen, items=whitelist,
-                unknown=unknown, progress=lambda done, total: bar.update(
-                    task, completed=done, total=total))
+                unknown=unknown, titles=fitted.has_titles if titles is None else titles,
+                progress=lambda done, total: bar.update(task, completed=done, total=total))
         except UnknownIdError as exc:
             raise exc if users is None else _named_file(users, exc) from None
     write_atomic(recs, target)

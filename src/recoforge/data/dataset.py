@@ -13,6 +13,9 @@ from recoforge.data.ids import IdIndex
 from recoforge.data.interactions import Interactions
 from recoforge.errors import DataError
 
+#: item_info columns read as item titles, in order of preference (see Dataset.item_titles)
+TITLE_COLUMNS = ("title", "name")
+
 
 @dataclass(frozen=True, eq=False)
 class Sessions:
@@ -84,6 +87,9 @@ class Dataset:
     item_info, user_info : DataFrame or None
         Display attributes (title, category, ...) indexed by external id.
     name : str
+    title_col : str, optional
+        The ``item_info`` column holding item titles or names; default: ``title``, else
+        ``name``, when ``item_info`` has one (see :meth:`item_titles`).
     """
 
     interactions: Interactions
@@ -93,6 +99,7 @@ class Dataset:
     item_info: pd.DataFrame | None = None
     user_info: pd.DataFrame | None = None
     name: str = "dataset"
+    title_col: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.interactions, Interactions):
@@ -112,6 +119,11 @@ class Dataset:
         if self.user_features is not None and self.user_features.n_rows != self.n_users:
             raise DataError(f"user features have {self.user_features.n_rows} rows for "
                             f"{self.n_users} users")
+        if self.title_col is not None and (self.item_info is None
+                                           or self.title_col not in self.item_info.columns):
+            found = [] if self.item_info is None else [str(c) for c in self.item_info.columns]
+            raise DataError(f"title column {self.title_col!r} is not in the item attributes "
+                            f"(columns: {found})")
 
     @classmethod
     def from_frame(cls, frame: pd.DataFrame, *, name: str = "dataset", **kwargs) -> Dataset:
@@ -138,6 +150,37 @@ class Dataset:
     def kind(self) -> str:
         return self.interactions.kind
 
+    def item_titles(self) -> np.ndarray | None:
+        """Item titles aligned with the item vocabulary (text array), or None.
+
+        Read from ``item_info[title_col]`` (default column ``title``, else ``name``); an
+        item without a row or with an empty value gets ``""``. None when there is no such
+        column or no item has a title.
+        """
+        info = self.item_info
+        column = self.title_col or next(
+            (c for c in TITLE_COLUMNS if info is not None and c in info.columns), None)
+        if info is None or column is None:
+            return None
+        values = info[column]
+        values = values[~values.index.duplicated()]
+        aligned = values.reindex(pd.Index(self.item_index.ids))
+        text = aligned.astype(object).where(aligned.notna(), "")
+        titles = np.asarray([str(v).strip() for v in text], dtype=str)
+        return titles if titles.size and (titles != "").any() else None
+
+    def with_item_info(self, info: pd.DataFrame, title_col: str | None = None) -> Dataset:
+        """Attach display attributes only (no features, catalogue unchanged).
+
+        Parameters
+        ----------
+        info : DataFrame
+            Indexed by item id; rows for items outside the vocabulary are ignored.
+        title_col : str, optional
+            Column holding the items' titles or names (default ``title``, else ``name``).
+        """
+        return replace(self, item_info=info, title_col=title_col)
+
     def matrix(self) -> sp.csr_matrix:
         """User x item CSR of interaction values."""
         return self.interactions.to_csr()
@@ -160,7 +203,8 @@ class Dataset:
         return replace(self, interactions=interactions, user_features=user_features,
                        sessions=sessions)
 
-    def with_item_features(self, info: pd.DataFrame, **spec) -> Dataset:
+    def with_item_features(self, info: pd.DataFrame, title_col: str | None = None,
+                           **spec) -> Dataset:
         """Attach item attributes: catalogue extended, features built, ``item_info`` set.
 
         Parameters
@@ -172,6 +216,8 @@ class Dataset:
         **spec
             Keyword arguments of :func:`~recoforge.data.features.build_features`
             (``text=``, ``multilabel=``, ``categorical=``, ``numeric=``, ...).
+        title_col : str, optional
+            Column of ``info`` holding the items' titles (default ``title``, else ``name``).
         """
         from recoforge.data.features import build_features
 
@@ -182,7 +228,8 @@ class Dataset:
                                  user_index=inter.user_index, item_index=catalogue,
                                  timestamps=inter.timestamps, kind=inter.kind)
         features = build_features(info, catalogue, **spec)
-        return replace(self, interactions=inter, item_features=features, item_info=info)
+        return replace(self, interactions=inter, item_features=features, item_info=info,
+                       title_col=title_col)
 
     def subset(self, mask: np.ndarray, *, compact_users: bool = True,
                sessions_before: int | None = None) -> Dataset:

@@ -43,6 +43,7 @@ from recoforge.errors import (
 )
 from recoforge.models import _queries, _scoring
 from recoforge.models import _requests as req
+from recoforge.models._labels import ItemTitles, learn_titles
 from recoforge.models.params import ModelConfig
 from recoforge.models.query import Query
 from recoforge.ranking.topk import topk
@@ -56,7 +57,7 @@ CANDIDATE_RATIO = 8
 _log = logging.getLogger(__name__)
 
 
-class Recommender:
+class Recommender(ItemTitles):
     """Base class of every recommender.
 
     Capabilities (class variables, listed by ``recoforge models``, checked by the
@@ -187,6 +188,7 @@ class Recommender:
                 self._history = InMemoryHistory(data.matrix())
                 self.data_kind_ = data.kind
                 self.data_fingerprint_ = data.interactions.fingerprint()
+                learn_titles(self, data)
                 self._fit(data)
         except BaseException:
             self._clear_state()  # a failed fit leaves an unfitted model, not half a state
@@ -201,6 +203,7 @@ class Recommender:
 
             model = create(fallback) if isinstance(fallback, str) else fallback.clone()
             self.fallback_ = model.fit(data)
+            vars(self.fallback_).pop("item_titles_", None)  # the parent's titles serve
         return self
 
     def _fit(self, data: Dataset) -> None:  # pragma: no cover - abstract
@@ -276,6 +279,7 @@ class Recommender:
         batch_size: int | None = None,
         progress: Callable[[int, int], None] | None = None,
         index: Any = None,
+        titles: bool = False,
     ) -> pd.DataFrame:
         """Top-``k`` recommendations as a DataFrame (user, item, score, rank).
 
@@ -307,6 +311,8 @@ class Recommender:
         index : VectorIndex or True, optional
             Retrieve through this index over ``item_vectors()`` (factorised models), or
             through the one kept by :meth:`attach_index` (``True``).
+        titles : bool
+            Add a ``title`` column (models fitted on data with item titles).
         """
         self._check_fitted()
         k = req.check_k(k)
@@ -323,10 +329,10 @@ class Recommender:
         answered = np.ones(len(labels), dtype=bool)
         answered[missing] = False
         frame = self._frame(labels[answered], idx[answered], scores[answered])
-        if not len(missing):
-            return frame
-        rest = _queries.answer_missing(self, labels[missing], k, exclude_seen, items, unknown)
-        return req.order_like(pd.concat([frame, rest], ignore_index=True), list(labels))
+        if len(missing):
+            rest = _queries.answer_missing(self, labels[missing], k, exclude_seen, items, unknown)
+            frame = req.order_like(pd.concat([frame, rest], ignore_index=True), list(labels))
+        return self._titled(frame, titles, "item")
 
     def _rank(self, query: Query, k: int, exclude_seen: bool, allowed: np.ndarray | None,
               batch_size: int | None, progress, index=None) -> tuple[np.ndarray, np.ndarray]:
@@ -453,18 +459,21 @@ class Recommender:
         ``uses_time`` ignore them."""
         return self._predict(users, items)
 
-    def similar_items(self, items: Iterable[Any], k: int = 10) -> pd.DataFrame:
-        """The ``k`` items most similar to each given item (item, similar_item, score, rank)."""
+    def similar_items(self, items: Iterable[Any], k: int = 10, *, by_title: bool = False,
+                      titles: bool | None = None) -> pd.DataFrame:
+        """The ``k`` items most similar to each given item (item, similar_item, score, rank);
+        ``by_title``: ``items`` are titles, ``titles``: add titles (default: ``by_title``)."""
         self._check_fitted()
         k = req.check_k(k)
-        labels = req.as_list(items)
+        labels = self.items_by_title(items) if by_title else req.as_list(items)
         idx = self.item_index_.to_index(labels)
         scores = _scoring.check_finite(self, self._similar(idx))
         exclude = sp.csr_matrix((np.ones(len(idx), np.float32), (np.arange(len(idx)), idx)),
                                 shape=scores.shape)
         top, top_scores = topk(scores, k, exclude)
         frame = self._frame(req.label_array(labels), top, top_scores)
-        return frame.rename(columns={"user": "item", "item": "similar_item"})
+        frame = frame.rename(columns={"user": "item", "item": "similar_item"})
+        return self._titled(frame, by_title if titles is None else titles, *frame.columns[:2])
 
     def _similar(self, items: np.ndarray) -> np.ndarray:
         """Item-to-item scores; default: cosine of :meth:`item_vectors`."""
@@ -477,11 +486,12 @@ class Recommender:
         return (unit[items] @ unit.T).astype(np.float32)
 
     def explain(self, item: Any, user: Any = None, *, history: HistoryInput | None = None,
-                n: int = 5) -> pd.DataFrame:
+                n: int = 5, titles: bool = False) -> pd.DataFrame:
         """Why ``item`` scores as it does for one ``user`` (or for a ``history``).
 
         Returns a DataFrame (source, id, contribution): the ``n`` history items, neighbour
-        users or features that contributed most, as the model's ``_explain`` reports them.
+        users or features that contributed most, as the model's ``_explain`` reports them;
+        ``titles`` adds the title of item sources after ``id``.
         """
         self._check_fitted()
         n = req.check_k(n)
@@ -501,9 +511,9 @@ class Recommender:
         order = np.argsort(-np.abs(np.asarray(weights, dtype=np.float64)), kind="stable")[:n]
         keys = np.asarray(keys)[order]
         vocab = {"item": self.item_index_, "user": self.user_index_}.get(source)
-        return pd.DataFrame({"source": source,
-                             "id": vocab.to_ids(keys) if vocab is not None else keys,
-                             "contribution": np.asarray(weights, dtype=np.float64)[order]})
+        return self._titled(pd.DataFrame({
+            "source": source, "id": vocab.to_ids(keys) if vocab is not None else keys,
+            "contribution": np.asarray(weights, dtype=np.float64)[order]}), titles, "id")
 
     def _explain(self, query: Query, item: int, n: int) -> tuple[str, np.ndarray, np.ndarray]:
         """(source, keys, contributions) behind ``item``'s score for a one-row query.
@@ -522,10 +532,21 @@ class Recommender:
         raise NotSupportedError(f"{type(self).__name__} is not a factorised model")
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path: str, overwrite: bool = False, include_history: bool = False) -> None:
-        """Write the model to a directory: learned state only (plus the training history
-        when ``include_history``), checksummed, never pickle."""
+    def save(self, path: str, overwrite: bool = False, include_history: bool = False,
+             include_titles: bool | None = None) -> None:
+        """Write the model to a directory: learned state only, checksummed, never pickle.
+
+        Catalogue data is saved on request: the training history with
+        ``include_history``, item titles with ``include_titles`` (default: as
+        ``include_history``; ``recoforge fit`` saves both).
+        """
         from recoforge.artifacts import save_model
 
         self._check_fitted()
-        save_model(self, path, overwrite=overwrite, include_history=include_history)
+        keep_titles = include_history if include_titles is None else include_titles
+        titles = None if keep_titles else vars(self).pop("item_titles_", None)
+        try:
+            save_model(self, path, overwrite=overwrite, include_history=include_history)
+        finally:
+            if titles is not None:
+                self.item_titles_ = titles
