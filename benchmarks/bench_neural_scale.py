@@ -9,10 +9,11 @@ Each model runs in its own child process (so its peak RSS is its own):
 1. ``recoforge.data.powerlaw.scalable_interactions(N, n_items=20_000, seed=0)`` (default
    users N // 50; repeated (user, item) events collapse, so the pairs are fewer than N);
 2. ``rf.create(model, epochs=1, seed=0, device="cpu")`` with the model's default
-   hyperparameters, fitted through the ordinary ``fit``; the only change is that the
-   model's batch source is wrapped (:class:`TimedBatches`, an instance attribute over
-   ``_batches``) to time each batch and to stop the epoch after ``--max-batches`` batches
-   or ``--max-seconds`` of training, whichever comes first;
+   hyperparameters (or overrides: ``--models "lightgcn:batch_size=262144;n_layers=2"``),
+   fitted through the ordinary ``fit``; the only change is that the model's batch source
+   is wrapped (:class:`TimedBatches`, an instance attribute over ``_batches``) to time
+   each batch and to stop the epoch after ``--max-batches`` batches or ``--max-seconds``
+   of training, whichever comes first;
 3. memory: ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` at the end (the whole process:
    generation, CSR, graph, training) and a thread sampling ``VmRSS`` of
    ``/proc/self/status`` every 0.1 s (peak per phase).
@@ -154,7 +155,8 @@ def run_child(model_name: str, args: argparse.Namespace) -> dict[str, Any]:
     sampler.enter("csr")
     info.update(_matrix_info(data))
     info["rss_before_fit"] = sampler.current()
-    model = rf.create(model_name, epochs=1, seed=0, device="cpu")
+    name, overrides = parse_model_spec(model_name)
+    model = rf.create(name, **{"epochs": 1, "seed": 0, "device": "cpu", **overrides})
     timed: list[TimedBatches] = []
     original = model._batches
 
@@ -174,6 +176,25 @@ def run_child(model_name: str, args: argparse.Namespace) -> dict[str, Any]:
                 phase_peaks=sampler.peaks,
                 ru_maxrss=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     return info
+
+
+def parse_model_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """``"lightgcn:batch_size=262144"`` -> ("lightgcn", {"batch_size": 262144})."""
+    name, _, rest = spec.partition(":")
+    overrides: dict[str, Any] = {}
+    for item in filter(None, rest.split(";")):
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--models: expected key=value after {name}:, got {item!r}")
+        value: Any = raw
+        for cast in (int, float):
+            try:
+                value = cast(raw)
+                break
+            except ValueError:
+                continue
+        overrides[key] = value
+    return name, overrides
 
 
 def _params(model: Any) -> dict[str, Any]:
