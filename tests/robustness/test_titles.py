@@ -241,3 +241,20 @@ def test_titles_are_catalogue_data_saved_on_request(knn, tmp_path):
     assert knn.has_titles  # saving without them leaves the fitted model as it was
     knn.save(str(tmp_path / "titled"), include_titles=True)
     assert rf.load_model(tmp_path / "titled").has_titles
+
+
+def test_fit_takes_a_dataset_folder_or_a_name_with_path(tmp_path):
+    """Issue 10 item 2: folders and names with --path wherever --data is accepted."""
+    folder = tmp_path / "data" / "ml-100k"  # not beside the cwd: "ml-100k" is then a name
+    folder.mkdir(parents=True)
+    ml100k(folder)
+    by_folder = run("fit", "--data", str(folder), "--model", "popularity", "--out", "a",
+                    cwd=tmp_path)
+    assert by_folder.returncode == 0, by_folder.stderr
+    by_name = run("fit", "--data", "ml-100k", "--path", str(folder), "--model", "popularity",
+                  "--out", "b", cwd=tmp_path)
+    assert by_name.returncode == 0, by_name.stderr
+    assert rf.load_model(tmp_path / "a").has_titles
+    mixed = run("fit", "--data", str(folder), "--rating-col", "r", "--model", "popularity",
+                "--out", "c", cwd=tmp_path)
+    assert mixed.returncode == 2 and "applies to interaction files" in mixed.stderr
