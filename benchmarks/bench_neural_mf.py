@@ -158,27 +158,6 @@ def run_keras(params: dict, folder: Path, python: str, threads: int) -> dict:
             "library": out["library"]}
 
 
-def paired_runs(repeats: int, ours: Callable[[], dict], theirs: Callable[[], dict],
-                log: Callable[[str], None]) -> tuple[dict, dict, list[float]]:
-    """Ours, theirs, ours, theirs...; medians of each side and every pair's time ratio."""
-    pairs = []
-    for rep in range(repeats):
-        pairs.append((ours(), theirs()))
-        log(f"  pair {rep + 1}: ours {pairs[-1][0]['fit_s']:.2f}s rmse "
-            f"{pairs[-1][0]['rmse']:.4f} | keras {pairs[-1][1]['fit_s']:.2f}s rmse "
-            f"{pairs[-1][1]['rmse']:.4f} (load {os.getloadavg()[0]:.1f})")
-    ratios = [o["fit_s"] / t["fit_s"] for o, t in pairs]
-    medians = []
-    for side in (0, 1):
-        out = dict(pairs[-1][side])
-        for key in ("fit_s", "rmse", "mae", "first_epoch_s"):
-            if key in out:
-                out[key] = float(np.median([pair[side][key] for pair in pairs]))
-        out["fit_all"] = [round(pair[side]["fit_s"], 2) for pair in pairs]
-        medians.append(out)
-    return medians[0], medians[1], ratios
-
-
 # ---------------------------------------------------------------------- parts
 def same_settings(name: str, params: dict, args: argparse.Namespace,
                   log: Callable[[str], None]) -> str:
@@ -186,9 +165,10 @@ def same_settings(name: str, params: dict, args: argparse.Namespace,
     folder = args.work / f"{name}-ratings" / "test"
     threads = int(os.environ["RECOFORGE_NUM_THREADS"])
     log(f"{name}: {split!r}")
-    ours, theirs, ratios = paired_runs(
-        args.repeats, lambda: run_ours(params, split),
-        lambda: run_keras(params, folder, args.keras_python, threads), log)
+    ours, theirs, ratios = neural_split.paired_runs(
+        args.repeats, lambda _: run_ours(params, split),
+        lambda _: run_keras(params, folder, args.keras_python, threads), log, peer="keras",
+        metric="rmse", keys=("mae", "first_epoch_s"))
     ratio = float(np.median(ratios))
     lines = ["| model | fit s (median) | fit s (each run) | RMSE | MAE |",
              "|---|---:|---|---:|---:|"]

@@ -115,27 +115,6 @@ def run_recbole(args: argparse.Namespace, folder: Path, lists: Path) -> dict:
             "params": out["params"]}
 
 
-def paired_runs(repeats: int, ours: Callable[[], dict], theirs: Callable[[], dict],
-                log: Callable[[str], None]) -> tuple[dict, dict, list[float]]:
-    """Ours, theirs, ours, theirs...; medians of each side and every pair's time ratio."""
-    pairs = []
-    for rep in range(repeats):
-        pairs.append((ours(), theirs()))
-        log(f"  pair {rep + 1}: ours {pairs[-1][0]['fit_s']:.2f}s ndcg@10 "
-            f"{pairs[-1][0]['ndcg@10']:.4f} | recbole {pairs[-1][1]['fit_s']:.2f}s ndcg@10 "
-            f"{pairs[-1][1]['ndcg@10']:.4f} (load {os.getloadavg()[0]:.1f})")
-    ratios = [o["fit_s"] / t["fit_s"] for o, t in pairs]
-    medians = []
-    for side in (0, 1):
-        out = dict(pairs[-1][side])
-        for key in ("fit_s", *METRICS):
-            out[key] = float(np.median([pair[side][key] for pair in pairs]))
-        out["fit_all"] = [round(pair[side]["fit_s"], 2) for pair in pairs]
-        out["ndcg_all"] = [round(pair[side]["ndcg@10"], 4) for pair in pairs]
-        medians.append(out)
-    return medians[0], medians[1], ratios
-
-
 # ---------------------------------------------------------------------- parts
 def row(label: str, result: dict) -> str:
     return (f"| {label} | {result['fit_s']:.2f} | "
@@ -153,9 +132,9 @@ def same_settings(name: str, args: argparse.Namespace, log: Callable[[str], None
     log(f"{name}: {split!r}")
     params = ours_params(args)
     lists = args.work / "out" / f"ncf_{name}_recbole.tsv"
-    ours, theirs, ratios = paired_runs(
-        args.repeats, lambda: run_ours("neumf", params, split),
-        lambda: run_recbole(args, folder, lists), log)
+    ours, theirs, ratios = neural_split.paired_runs(
+        args.repeats, lambda _: run_ours("neumf", params, split),
+        lambda _: run_recbole(args, folder, lists), log, peer="recbole", keys=METRICS)
     ratio = float(np.median(ratios))
     gap = ours["ndcg@10"] - theirs["ndcg@10"]
     lines = [TABLE_HEAD, row("recoforge neumf", ours), row("RecBole NeuMF", theirs)]

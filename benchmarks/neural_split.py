@@ -46,6 +46,7 @@ import json
 import os
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -276,6 +277,37 @@ def self_check(split_dir: Path, ks: tuple[int, ...], lists_path: Path) -> dict:
 
 
 # ----------------------------------------------------------------------------- main
+
+def paired_runs(repeats: int, ours: Callable[[int], dict], theirs: Callable[[int], dict],
+                log: Callable[[str], None], *, peer: str, metric: str = "ndcg@10",
+                keys: tuple[str, ...] = ()) -> tuple[dict, dict, list[float]]:
+    """Alternating runs ``ours(r)``, ``theirs(r)`` for r = 0..repeats-1 (r may seed both).
+
+    Returns, per side, the last run's result with ``fit_s``, ``metric`` and ``keys`` (those
+    present) replaced by their medians, plus ``fit_all`` / ``<metric>_all`` (every run) and
+    ``<metric>_mean``; and each pair's time ratio ours / theirs.
+    """
+    label = metric.split("@")[0]
+    pairs = []
+    for rep in range(repeats):
+        pairs.append((ours(rep), theirs(rep)))
+        mine, peers = pairs[-1]
+        log(f"  pair {rep + 1}: ours {mine['fit_s']:.2f}s {metric} {mine[metric]:.4f} | "
+            f"{peer} {peers['fit_s']:.2f}s {metric} {peers[metric]:.4f} "
+            f"(load {os.getloadavg()[0]:.1f})")
+    medians = []
+    for side in (0, 1):
+        out = dict(pairs[-1][side])
+        for key in ("fit_s", metric, *keys):
+            if key in out:
+                out[key] = float(np.median([pair[side][key] for pair in pairs]))
+        out[f"{label}_mean"] = float(np.mean([pair[side][metric] for pair in pairs]))
+        out["fit_all"] = [round(pair[side]["fit_s"], 2) for pair in pairs]
+        out[f"{label}_all"] = [round(pair[side][metric], 4) for pair in pairs]
+        medians.append(out)
+    return medians[0], medians[1], [o["fit_s"] / t["fit_s"] for o, t in pairs]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)

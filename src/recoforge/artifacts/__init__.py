@@ -70,7 +70,7 @@ READ_RETRY_SECONDS = 0.05
 
 
 def save_model(model: Any, path: str | os.PathLike, overwrite: bool = False,
-               include_history: bool = False) -> None:
+               include_history: bool = False, skip: frozenset[str] = frozenset()) -> None:
     """Write a fitted ``model`` to directory ``path`` atomically.
 
     Parameters
@@ -82,11 +82,13 @@ def save_model(model: Any, path: str | os.PathLike, overwrite: bool = False,
     include_history : bool
         Also save known users' histories (the model's history source), so the loaded
         model can recommend for them without ``load_model(..., history=)``.
+    skip : set of str
+        Optional state left out of the directory (e.g. ``item_titles_``).
     """
     history = _history_matrix(model) if include_history else None
     if include_history and history is None:
         raise ArtifactError(f"{model.name} has no history source to save; attach one first")
-    replace_directory(path, lambda tmp: write_model(model, tmp, history), overwrite)
+    replace_directory(path, lambda tmp: write_model(model, tmp, history, skip), overwrite)
 
 
 def load_model(path: str | os.PathLike, history: Any = None) -> Any:

@@ -61,8 +61,10 @@ def _major(version: object, where: str) -> int:
 
 
 # ---------------------------------------------------------------------- writing
-def write_model(model: Any, directory: Path, history: sp.spmatrix | None) -> None:
-    """Write ``model`` (and ``history`` when given) into the existing empty ``directory``."""
+def write_model(model: Any, directory: Path, history: sp.spmatrix | None,
+                skip: frozenset[str] = frozenset()) -> None:
+    """Write ``model`` (and ``history`` when given) into the existing empty ``directory``;
+    optional state named in ``skip`` (catalogue data such as titles) is left out."""
     from recoforge.models.base import Recommender
 
     cls = type(model)
@@ -73,7 +75,8 @@ def write_model(model: Any, directory: Path, history: sp.spmatrix | None) -> Non
     arrays: dict[str, np.ndarray] = {}
     files: dict[str, str] = {}
     for name, value in sorted(vars(model).items()):
-        if not name.endswith("_") or name.startswith("_") or name == "train_matrix_":
+        if not name.endswith("_") or name.startswith("_") or name == "train_matrix_" \
+                or name in skip:
             continue  # the history is saved (on request) as its own part, not as state
         rule = rules.get(name)
         if rule is None:

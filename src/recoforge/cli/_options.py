@@ -18,7 +18,6 @@ from recoforge.models.params import SEED_MAX
 
 Duplicates = Literal["error", "last", "first", "sum", "mean"]
 
-DataOpt = Annotated[Path, typer.Option("--data", help="Interactions file (CSV/TSV/Parquet).")]
 UserCol = Annotated[str | None, typer.Option(
     help="User id column (a position such as 0 with --no-header). Default: user, or 0.")]
 ItemCol = Annotated[str | None, typer.Option(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -13,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from recoforge.cli._app import app, console, progress_bar
+from recoforge.cli._data import DatasetPath, DataSource, DownloadOpt, NInteractions, load_data
 from recoforge.cli._files import check_output, write_atomic
 from recoforge.cli._leaderboard import failure_lines, leaderboard_table, terminal_width
 from recoforge.cli._options import (
@@ -36,7 +35,6 @@ from recoforge.cli._options import (
     TimeCol,
     UserCol,
     check_encoding,
-    load_interactions,
     model_params,
 )
 from recoforge.cli.model_commands import _with_item_features
@@ -44,9 +42,6 @@ from recoforge.errors import ConfigError
 from recoforge.models.params import SEED_MAX
 
 SplitName = Literal["holdout", "global", "loo", "loo-latest", "temporal"]
-#: loader keyword -> the evaluate option that sets it
-DATASET_OPTIONS = {"path": "--path", "download": "--download",
-                   "n_interactions": "--n-interactions"}
 
 
 def _table(frame: pd.DataFrame, title: str, floatfmt: str = "{:.4f}") -> Table:
@@ -85,79 +80,6 @@ def _model_names(text: str) -> list[str]:
     return names
 
 
-def _dataset_key(name: str) -> str:
-    """The registry key of a dataset name (``movielens-1m`` -> ``ml-1m``)."""
-    from recoforge.data import loaders
-
-    key = re.sub(r"^movielens-?", "ml-", name.strip().lower())
-    return key if key in loaders._loaders() else f"ml-{key}"
-
-
-def _dataset_loader(name: str) -> Any:
-    """The loader behind a registered dataset name (None for any other text)."""
-    from recoforge.data import loaders
-
-    return loaders._loaders().get(_dataset_key(name))
-
-
-def _check_dataset_options(name: str, options: dict[str, Any]) -> None:
-    """Options a dataset's loader lacks, or arguments it needs, named as CLI flags."""
-    loader = _dataset_loader(name)
-    if loader is None:
-        if options:
-            flag = DATASET_OPTIONS[next(iter(options))]
-            raise ConfigError(f"{flag} applies to a registered dataset name (see `recoforge "
-                              f"datasets`), not to --data {name!r}")
-        return
-    parameters = inspect.signature(loader).parameters
-    for key in options:
-        if key not in parameters:
-            raise ConfigError(f"{DATASET_OPTIONS[key]} does not apply to dataset {name!r}")
-    for parameter in parameters.values():
-        needed = parameter.default is inspect.Parameter.empty and parameter.kind in (
-            inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-        if needed and parameter.name not in options:
-            if parameter.name == "path":
-                from recoforge.data.loaders import where_to_get
-
-                raise ConfigError(where_to_get(_dataset_key(name)))
-            flag = DATASET_OPTIONS.get(parameter.name, parameter.name)
-            raise ConfigError(f"dataset {name!r} needs {flag} (see `recoforge datasets`)")
-
-
-def _evaluation_data(data: str, file_options: dict[str, Any],
-                     dataset_options: dict[str, Any]) -> Any:
-    """A file read with the file options, or a named dataset / dataset folder."""
-    from recoforge.data.loaders import load_dataset
-
-    source = Path(data).expanduser()
-    if source.is_file():
-        if dataset_options:
-            flag = DATASET_OPTIONS[next(iter(dataset_options))]
-            raise ConfigError(f"{flag} applies to a dataset name; --data {data!r} is a file")
-        return load_interactions(source, **file_options)
-    given = [flag for flag, value in (
-        ("--user-col", file_options["user_col"]), ("--item-col", file_options["item_col"]),
-        ("--rating-col", file_options["rating_col"]),
-        ("--timestamp-col", file_options["timestamp_col"]), ("--sep", file_options["sep"]),
-        ("--header/--no-header", file_options["header"]),
-        ("--encoding", file_options["encoding"]), ("--implicit", file_options["implicit"]),
-        ("--duplicates", file_options["duplicates"])) if value not in (None, False)]
-    if file_options["header"] is not None:
-        given.append("--header/--no-header")
-    what = "a dataset folder" if source.is_dir() else "a dataset name"
-    if given:
-        raise ConfigError(f"{given[0]} applies to interaction files; --data {data!r} is "
-                          f"{what}, whose columns and format are fixed")
-    if source.is_dir():
-        if dataset_options:
-            flag = DATASET_OPTIONS[next(iter(dataset_options))]
-            raise ConfigError(f"{flag} does not apply to a dataset folder (--data {data!r})")
-        return load_dataset(source)
-    _check_dataset_options(data, dataset_options)
-    return load_dataset(data, **dataset_options)
-
-
 def _split(dataset: Any, name: str, test_fraction: float, seed: int) -> Any:
     from recoforge.data import split as splits
 
@@ -178,8 +100,7 @@ def _split(dataset: Any, name: str, test_fraction: float, seed: int) -> Any:
 
 @app.command()
 def evaluate(
-    data: Annotated[str, typer.Option("--data", help="Interactions file, dataset folder or "
-                                      "dataset name (see `recoforge datasets`).")],
+    data: DataSource,
     models: Annotated[str, typer.Option(help="Comma-separated model names.")] = "popularity",
     param: ParamOpt = None,
     split: Annotated[SplitName, typer.Option(help="holdout (per user), global, loo, "
@@ -194,14 +115,8 @@ def evaluate(
     user_col: UserCol = None, item_col: ItemCol = None, rating_col: RatingCol = None,
     timestamp_col: TimeCol = None, sep: SepOpt = None, header: HeaderOpt = None,
     encoding: EncodingOpt = None, implicit: ImplicitOpt = False, duplicates: DupOpt = None,
-    path: Annotated[Path | None, typer.Option(
-        "--path", help="Folder of a named dataset (e.g. where ml-100k was extracted).")
-                    ] = None,
-    download: Annotated[bool, typer.Option(
-        "--download", help="Download a named public dataset when it is not cached.")] = False,
-    n_interactions: Annotated[int | None, typer.Option(
-        "--n-interactions", min=1, help="Size of a generated dataset that needs one "
-        "(scalable).")] = None,
+    path: DatasetPath = None, download: DownloadOpt = False,
+    n_interactions: NInteractions = None,
     items_file: ItemFeaturesOpt = None, item_id_col: ItemIdCol = "item",
     text_col: TextCols = None, label_col: LabelCols = None, category_col: CategoryCols = None,
     numeric_col: NumericCols = None, numeric_missing: NumericMissing = "error",
@@ -216,13 +131,10 @@ def evaluate(
     params = model_params(param or [], names, seed)
     cutoffs = _int_list(k)
     target = check_output(out) if out is not None else None
-    file_options = {"user_col": user_col, "item_col": item_col, "rating_col": rating_col,
-                    "timestamp_col": timestamp_col, "sep": sep, "header": header,
-                    "encoding": encoding, "implicit": implicit, "duplicates": duplicates}
-    dataset_options = {key: value for key, value in (
-        ("path", path), ("download", download or None), ("n_interactions", n_interactions))
-        if value is not None}
-    dataset = _evaluation_data(data, file_options, dataset_options)
+    dataset = load_data(data, path=path, download=download, n_interactions=n_interactions,
+                        user_col=user_col, item_col=item_col, rating_col=rating_col,
+                        timestamp_col=timestamp_col, sep=sep, header=header,
+                        encoding=encoding, implicit=implicit, duplicates=duplicates)
     if items_file is not None:
         dataset = _with_item_features(dataset, items_file, item_id_col,
                                       check_encoding(encoding), numeric_missing,

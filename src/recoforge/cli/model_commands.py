@@ -11,6 +11,7 @@ import pandas as pd
 import typer
 
 from recoforge.cli._app import app, console, progress_bar
+from recoforge.cli._data import DatasetPath, DataSource, DownloadOpt, NInteractions, load_data
 from recoforge.cli._files import check_output, column_key, read_ids, write_atomic
 from recoforge.cli._options import (
     DupOpt,
@@ -90,8 +91,7 @@ def _with_item_features(dataset: Any, path: Path, id_col: str, encoding: str,
 
 @app.command()
 def fit(
-    data: Annotated[str, typer.Option("--data", help="Interactions file, dataset folder or "
-                                      "dataset name (see `recoforge datasets`).")],
+    data: DataSource,
     model: Annotated[str, typer.Option("--model", help="Registered model name.")],
     out: Annotated[Path, typer.Option("--out", help="Model directory to write.")],
     param: Annotated[list[str] | None, typer.Option("--param", help="key=value (repeat).")
@@ -124,31 +124,21 @@ def fit(
     title_col: Annotated[str | None, typer.Option(
         help="Column of --item-features with item titles or names, shown by recommend, "
         "similar and explain (default: 'title' or 'name' when present).")] = None,
-    path: Annotated[Path | None, typer.Option(
-        "--path", help="Folder of a named dataset (e.g. where ml-100k was extracted).")
-                    ] = None,
-    download: Annotated[bool, typer.Option(
-        "--download", help="Download a named public dataset when it is not cached.")] = False,
-    n_interactions: Annotated[int | None, typer.Option(
-        "--n-interactions", min=1, help="Size of a generated dataset that needs one "
-        "(scalable).")] = None,
+    path: DatasetPath = None, download: DownloadOpt = False,
+    n_interactions: NInteractions = None,
 ) -> None:
     """Fit a model on an interactions file, a dataset folder or a named dataset, and save
     it to a directory."""
-    from recoforge.cli.eval_commands import _evaluation_data
     from recoforge.models.registry import create, model_class
 
     params = parse_params(param or [], model)
     if fallback is not None:
         model_class(fallback)  # an unknown name fails now, not after fitting
     check_model_target(out, overwrite)
-    file_options = {"user_col": user_col, "item_col": item_col, "rating_col": rating_col,
-                    "timestamp_col": timestamp_col, "sep": sep, "header": header,
-                    "encoding": encoding, "implicit": implicit, "duplicates": duplicates}
-    dataset_options = {key: value for key, value in (
-        ("path", path), ("download", download or None), ("n_interactions", n_interactions))
-        if value is not None}
-    dataset = _evaluation_data(data, file_options, dataset_options)
+    dataset = load_data(data, path=path, download=download, n_interactions=n_interactions,
+                        user_col=user_col, item_col=item_col, rating_col=rating_col,
+                        timestamp_col=timestamp_col, sep=sep, header=header,
+                        encoding=encoding, implicit=implicit, duplicates=duplicates)
     if title_col is not None and items_file is None:
         raise ConfigError("--title-col names a column of --item-features FILE; pass both")
     if items_file is not None:

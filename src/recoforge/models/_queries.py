@@ -126,6 +126,43 @@ def answer_missing(model: Recommender, missing, k, exclude_seen, items, unknown)
     return fallback._frame(req.label_array(list(empty)), idx, scores)
 
 
+def index_query(model: Recommender, users: Any, histories: Any) -> Query:
+    """The Query of an index-level call: known users' indices or history rows."""
+    model._check_fitted()
+    if (users is None) == (histories is None):
+        raise ConfigError("give exactly one of users= or histories=")
+    if users is not None:
+        return model.known_query(users)
+    return Query.from_history(histories)
+
+
+def explain_query(model: Recommender, user: Any, history: Any) -> Query:
+    """The one-row Query an explanation is for: a known user or one history."""
+    if (user is None) == (history is None):
+        raise ConfigError("explain needs exactly one of user= or history=")
+    if user is not None and not np.isscalar(user):
+        raise ConfigError(f"explain takes one user id, got {user!r}")
+    if user is not None:
+        return model.known_query(model.user_index_.to_index([user]))
+    labels, hist = history_matrix(model, history, "error")
+    if len(labels) != 1:
+        raise ConfigError("explain takes the history of one user")
+    return Query.from_history(hist)
+
+
+def contributions_frame(model: Recommender, source: str, keys: Any, weights: Any,
+                        n: int) -> pd.DataFrame:
+    """(source, id, contribution) of the ``n`` largest contributions by magnitude, ids
+    mapped through the model's vocabularies ("item" / "user" sources)."""
+    weights = np.asarray(weights, dtype=np.float64)
+    order = np.argsort(-np.abs(weights), kind="stable")[:n]
+    keys = np.asarray(keys)[order]
+    vocab = {"item": model.item_index_, "user": model.user_index_}.get(source)
+    return pd.DataFrame({"source": source,
+                         "id": vocab.to_ids(keys) if vocab is not None else keys,
+                         "contribution": weights[order]})
+
+
 def scatter_rows(rows: sp.csr_matrix, positions: np.ndarray, n: int) -> sp.csr_matrix:
     """An (n, m) CSR whose row ``positions[j]`` is ``rows[j]``; other rows empty."""
     rows = sp.csr_matrix(rows)

@@ -162,6 +162,14 @@ def _rank_item_blocks(model, query, k, exclude_seen, allowed, batch_size, progre
     return best_idx.astype(np.int32), best_scores
 
 
+def cosine_rows(vectors: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """Cosine (float32, (len(items), n)) of the given rows of ``vectors`` with every row; a
+    zero vector has similarity 0 with everything."""
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    unit = vectors / np.where(norms == 0, 1.0, norms)
+    return (unit[items] @ unit.T).astype(np.float32)
+
+
 def gather_full(model: Recommender, query: Query, candidates: np.ndarray) -> np.ndarray:
     """Default candidate scores: the full-catalogue scores gathered at the candidates."""
     full = np.asarray(model._score(query))

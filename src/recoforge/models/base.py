@@ -379,7 +379,7 @@ class Recommender(ItemTitles):
         (indices, scores) : int32 and float32 arrays of shape (n, min(k, n_items)),
             best first, ``-1`` / ``-inf`` padding.
         """
-        query = self._index_query(users, histories)
+        query = _queries.index_query(self, users, histories)
         k, batch_size = req.check_k(k), req.check_batch_size(batch_size)
         if candidates is not None:
             return _scoring.rank_candidates(self, query, np.asarray(candidates, np.int64), k,
@@ -392,21 +392,14 @@ class Recommender(ItemTitles):
 
         The caller bounds the batch; memory is O(n * n_items).
         """
-        return _scoring.check_finite(self, self._score(self._index_query(users, histories)))
+        query = _queries.index_query(self, users, histories)
+        return _scoring.check_finite(self, self._score(query))
 
     def score_candidates(self, candidates: np.ndarray, users: np.ndarray | None = None,
                          histories: sp.csr_matrix | None = None) -> np.ndarray:
         """Float32 scores (n, c) of each row's candidate item indices."""
-        query = self._index_query(users, histories)
+        query = _queries.index_query(self, users, histories)
         return _scoring.score_candidates(self, query, np.asarray(candidates, np.int64))
-
-    def _index_query(self, users, histories) -> Query:
-        self._check_fitted()
-        if (users is None) == (histories is None):
-            raise ConfigError("give exactly one of users= or histories=")
-        if users is not None:
-            return self.known_query(users)
-        return Query.from_history(histories)
 
     def _frame(self, labels: np.ndarray, idx: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
         """Long DataFrame from (n, k) index/score arrays; padding (-1) is dropped."""
@@ -480,10 +473,7 @@ class Recommender(ItemTitles):
         vectors = self.item_vectors()
         if vectors is None:
             raise NotSupportedError(f"{type(self).__name__} has no notion of item similarity")
-        norms = np.linalg.norm(vectors, axis=1)
-        norms[norms == 0] = 1.0
-        unit = vectors / norms[:, None]
-        return (unit[items] @ unit.T).astype(np.float32)
+        return _scoring.cosine_rows(vectors, items)
 
     def explain(self, item: Any, user: Any = None, *, history: HistoryInput | None = None,
                 n: int = 5, titles: bool = False) -> pd.DataFrame:
@@ -495,25 +485,11 @@ class Recommender(ItemTitles):
         """
         self._check_fitted()
         n = req.check_k(n)
-        if (user is None) == (history is None):
-            raise ConfigError("explain needs exactly one of user= or history=")
-        if user is not None and not np.isscalar(user):
-            raise ConfigError(f"explain takes one user id, got {user!r}")
         item_idx = int(self.item_index_.to_index([item])[0])
-        if user is not None:
-            query = self.known_query(self.user_index_.to_index([user]))
-        else:
-            labels, hist = _queries.history_matrix(self, history, "error")
-            if len(labels) != 1:
-                raise ConfigError("explain takes the history of one user")
-            query = Query.from_history(hist)
+        query = _queries.explain_query(self, user, history)
         source, keys, weights = self._explain(query, item_idx, n)
-        order = np.argsort(-np.abs(np.asarray(weights, dtype=np.float64)), kind="stable")[:n]
-        keys = np.asarray(keys)[order]
-        vocab = {"item": self.item_index_, "user": self.user_index_}.get(source)
-        return self._titled(pd.DataFrame({
-            "source": source, "id": vocab.to_ids(keys) if vocab is not None else keys,
-            "contribution": np.asarray(weights, dtype=np.float64)[order]}), titles, "id")
+        return self._titled(_queries.contributions_frame(self, source, keys, weights, n),
+                            titles, "id")
 
     def _explain(self, query: Query, item: int, n: int) -> tuple[str, np.ndarray, np.ndarray]:
         """(source, keys, contributions) behind ``item``'s score for a one-row query.
@@ -544,9 +520,5 @@ class Recommender(ItemTitles):
 
         self._check_fitted()
         keep_titles = include_history if include_titles is None else include_titles
-        titles = None if keep_titles else vars(self).pop("item_titles_", None)
-        try:
-            save_model(self, path, overwrite=overwrite, include_history=include_history)
-        finally:
-            if titles is not None:
-                self.item_titles_ = titles
+        save_model(self, path, overwrite=overwrite, include_history=include_history,
+                   skip=frozenset() if keep_titles else frozenset({"item_titles_"}))

@@ -24,6 +24,7 @@ import numba
 import numpy as np
 import scipy.sparse as sp
 
+from recoforge.models._scoring import cosine_rows
 from recoforge.models.base import Recommender
 from recoforge.models.query import Query
 
@@ -176,9 +177,7 @@ class FactorModel(Recommender):
 
     def _similar(self, items: np.ndarray) -> np.ndarray:
         """Cosine of the latent item factors (biases left out)."""
-        unit = self.item_factors_ / np.maximum(
-            np.linalg.norm(self.item_factors_, axis=1, keepdims=True), 1e-12)
-        return (unit[items] @ unit.T).astype(np.float32)
+        return cosine_rows(self.item_factors_, items)
 
     def _predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         dots = pair_dots(self.user_factors_, self.item_factors_, np.asarray(users, np.int64),
