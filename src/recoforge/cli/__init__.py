@@ -17,6 +17,8 @@ from recoforge.cli import (  # noqa: F401 - register commands
     eval_commands,
     item_commands,
     model_commands,
+    serve_commands,
+    store_commands,
 )
 from recoforge.cli._app import app, main
 from recoforge.cli._files import write_atomic
