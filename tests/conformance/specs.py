@@ -99,9 +99,20 @@ def taste_data(seed: int = 0, n_users: int = 120, n_items: int = 140,
     inter = Interactions.from_frame(train, rating_col="rating", timestamp_col="timestamp",
                                     item_index=IdIndex(all_items, name="item"))
     features = _taste_item_features(inter.item_index, item_group, seed)
-    return (Dataset(inter, item_features=features, sessions=_taste_sessions(inter),
-                    name="taste"),
+    user_info = _taste_user_info(inter.user_index, n_groups, seed)
+    users = build_features(user_info, inter.user_index, categorical=["taste"],
+                           numeric=["noise"])
+    return (Dataset(inter, item_features=features, user_features=users,
+                    user_info=user_info, sessions=_taste_sessions(inter), name="taste"),
             last.reset_index(drop=True))
+
+
+def _taste_user_info(index: IdIndex, n_groups: int, seed: int) -> pd.DataFrame:
+    """Each user's taste group (``"g0"`` ...) and a noise number, from their own generator
+    so the interactions stay as they were."""
+    rng = np.random.default_rng(seed + 20_011)
+    return pd.DataFrame({"taste": [f"g{int(str(u)[1:]) % n_groups}" for u in index.ids],
+                         "noise": rng.normal(size=len(index))}, index=index.ids)
 
 
 def _taste_item_features(index: IdIndex, item_group: np.ndarray, seed: int) -> FeatureMatrix:

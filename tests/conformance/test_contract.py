@@ -82,8 +82,12 @@ def test_known_user_with_new_events(fitted, data):
     stored = model.train_matrix_[5]
     merged = {train.item_index.ids[j]: float(v) for j, v in zip(stored.indices, stored.data)}
     merged.update({item: 1.0 for item in new_items})
+    # a feature-aware model also needs the user's features to treat "x" as the user
+    features = ({"user_features": train.user_info.loc[[user]].set_axis(["x"])}
+                if model.uses_user_features and train.user_info is not None else {})
     if spec.name != "user_knn":  # user_knn also keeps a known user out of their neighbours
-        _close_lists(recs.assign(user="x"), model.recommend(history={"x": merged}, k=K))
+        _close_lists(recs.assign(user="x"),
+                     model.recommend(history={"x": merged}, k=K, **features))
     plain = model.recommend([user, train.user_index.ids[6]], k=K, history={user: []})
     _close_lists(plain, model.recommend([user, train.user_index.ids[6]], k=K))
 

@@ -64,6 +64,13 @@ CASES = {
               "ndcg@10", 0.33),  # 0.3693
     "lightgcn": ({"embedding_dim": 32, "n_layers": 2, "epochs": 5, "batch_size": 4096,
                   "learning_rate": 0.01, "seed": 0}, "ndcg@10", 0.29),  # 0.3186
+    "two_tower": ({"embedding_dim": 32, "epochs": 5, "batch_size": 1024,
+                   "learning_rate": 0.01, "seed": 0}, "ndcg@10", 0.37),  # 0.4011
+    "feature_mf": ({"loss": "bpr", "embedding_dim": 32, "epochs": 5, "batch_size": 1024,
+                    "seed": 0}, "ndcg@10", 0.34),  # 0.3699
+    "feature_tower": ({"user_layers": "64,32", "item_layers": "64,32",
+                       "item_id_embedding": True, "epochs": 5, "batch_size": 1024,
+                       "learning_rate": 0.003, "seed": 0}, "rmse", 0.99),  # 0.9686
 }
 
 

@@ -62,24 +62,11 @@ def _with_item_features(dataset: Any, path: Path, id_col: str, encoding: str,
     With ``title_col`` and no feature column the file gives only titles (no features,
     catalogue unchanged).
     """
-    from recoforge.data.loaders import read_table
-
     if not any(spec.values()) and title_col is None:
-        raise ConfigError("--item-features needs at least one of --text-col, --label-col, "
-                          "--category-col, --numeric-col (or --title-col for titles only)")
-    info = read_table(path, encoding=encoding, id_columns=[id_col])
-    if id_col not in info.columns:
-        raise DataError(f"{path.name}: no item id column {id_col!r} (columns found: "
-                        f"{[str(c) for c in info.columns]}); pass --item-id-col")
-    missing = info[id_col].isna().to_numpy()
-    if missing.any():
-        raise DataError(f"{path.name}, line {int(np.argmax(missing)) + 2}: empty item id")
-    ids = dataset.item_index.parse_external(info[id_col])
-    info = info.drop(columns=id_col)
-    info.index = pd.Index(ids, name=id_col)
-    if not info.index.is_unique:
-        raise DataError(f"{path.name}: item {info.index[info.index.duplicated()][0]!r} "
-                        f"appears twice")
+        raise ConfigError("--item-features needs at least one of --text-col, --sentence-col, "
+                          "--label-col, --category-col, --numeric-col (or --title-col for "
+                          "titles only)")
+    info = _read_attributes(path, id_col, encoding, dataset.item_index, "item")
     if title_col is not None and title_col not in info.columns:
         raise DataError(f"{path.name}: no title column {title_col!r} (columns found: "
                         f"{[str(c) for c in info.columns]}); pass --title-col")
@@ -87,6 +74,45 @@ def _with_item_features(dataset: Any, path: Path, id_col: str, encoding: str,
         return dataset.with_item_info(info, title_col=title_col)
     return dataset.with_item_features(info, title_col=title_col,
                                       numeric_missing=numeric_missing, **spec)
+
+
+def _read_attributes(path: Path, id_col: str, encoding: str, index: Any, what: str
+                     ) -> pd.DataFrame:
+    """An attributes file as a table indexed by ``what`` ids typed like ``index``'s."""
+    from recoforge.data.loaders import read_table
+
+    info = read_table(path, encoding=encoding, id_columns=[id_col])
+    if id_col not in info.columns:
+        raise DataError(f"{path.name}: no {what} id column {id_col!r} (columns found: "
+                        f"{[str(c) for c in info.columns]}); pass --{what}-id-col")
+    missing = info[id_col].isna().to_numpy()
+    if missing.any():
+        raise DataError(f"{path.name}, line {int(np.argmax(missing)) + 2}: empty {what} id")
+    ids = index.parse_external(info[id_col])
+    info = info.drop(columns=id_col)
+    info.index = pd.Index(ids, name=id_col)
+    if not info.index.is_unique:
+        raise DataError(f"{path.name}: {what} {info.index[info.index.duplicated()][0]!r} "
+                        f"appears twice")
+    return info
+
+
+def _with_user_features(dataset: Any, path: Path, id_col: str, encoding: str,
+                        numeric_missing: str, categorical: list[str], numeric: list[str]
+                        ) -> Any:
+    """The dataset with user features (one-hot / scaled numeric columns) from a file;
+    users it lacks get all-zero rows, users it adds are ignored."""
+    import dataclasses
+
+    from recoforge.data.features import build_features
+
+    if not categorical and not numeric:
+        raise ConfigError("--user-features needs at least one of --user-category-col, "
+                          "--user-numeric-col")
+    info = _read_attributes(path, id_col, encoding, dataset.user_index, "user")
+    features = build_features(info, dataset.user_index, categorical=categorical,
+                              numeric=numeric, numeric_missing=numeric_missing)
+    return dataclasses.replace(dataset, user_features=features, user_info=info)
 
 
 @app.command()
@@ -112,6 +138,9 @@ def fit(
     item_id_col: Annotated[str, typer.Option(help="Id column of --item-features.")] = "item",
     text_col: Annotated[list[str] | None, typer.Option(help="TF-IDF text column (repeat).")
                         ] = None,
+    sentence_col: Annotated[list[str] | None, typer.Option(
+        help="Text column embedded by a pretrained sentence encoder (repeat; extra 'text').")
+                            ] = None,
     label_col: Annotated[list[str] | None, typer.Option(
         help="Multi-label column such as 'Action|Comedy' (repeat).")] = None,
     category_col: Annotated[list[str] | None, typer.Option(help="One-hot column (repeat).")
@@ -124,6 +153,14 @@ def fit(
     title_col: Annotated[str | None, typer.Option(
         help="Column of --item-features with item titles or names, shown by recommend, "
         "similar and explain (default: 'title' or 'name' when present).")] = None,
+    users_file: Annotated[Path | None, typer.Option(
+        "--user-features", help="User attributes file (id column + feature columns), for "
+        "models that use user features.")] = None,
+    user_id_col: Annotated[str, typer.Option(help="Id column of --user-features.")] = "user",
+    user_category_col: Annotated[list[str] | None, typer.Option(
+        help="One-hot column of --user-features (repeat).")] = None,
+    user_numeric_col: Annotated[list[str] | None, typer.Option(
+        help="Scaled numeric column of --user-features (repeat).")] = None,
     path: DatasetPath = None, download: DownloadOpt = False,
     n_interactions: NInteractions = None,
 ) -> None:
@@ -144,9 +181,14 @@ def fit(
     if items_file is not None:
         dataset = _with_item_features(dataset, items_file, item_id_col,
                                       check_encoding(encoding), numeric_missing, title_col,
-                                      text=text_col or [], multilabel=label_col or [],
+                                      text=text_col or [], sentence=sentence_col or [],
+                                      multilabel=label_col or [],
                                       categorical=category_col or [],
                                       numeric=numeric_col or [])
+    if users_file is not None:
+        dataset = _with_user_features(dataset, users_file, user_id_col,
+                                      check_encoding(encoding), numeric_missing,
+                                      user_category_col or [], user_numeric_col or [])
     with progress_bar() as bar:
         task = bar.add_task(f"fitting {model}", total=None)
 

@@ -15,6 +15,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from recoforge.errors import ConfigError, DataError, UnknownIdError
+from recoforge.models import _features
 from recoforge.models import _requests as req
 from recoforge.models.query import Query, merge_histories
 
@@ -119,8 +120,8 @@ def answer_missing(model: Recommender, missing, k, exclude_seen, items, unknown)
     if fallback is None:
         raise ConfigError("unknown='fallback' needs a model fitted with fit(..., fallback=)")
     empty: dict[Any, list[Any]] = {user: [] for user in missing.tolist()}
-    query = Query.from_history(sp.csr_matrix((len(empty), len(fallback.item_index_)),
-                                             dtype=np.float32))
+    query = _features.complete(fallback, Query.from_history(
+        sp.csr_matrix((len(empty), len(fallback.item_index_)), dtype=np.float32)))
     allowed = allowed_mask(fallback, items, "ignore")
     idx, scores = fallback._rank(query, k, exclude_seen, allowed, None, None)
     return fallback._frame(req.label_array(list(empty)), idx, scores)

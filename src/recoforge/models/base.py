@@ -41,7 +41,7 @@ from recoforge.errors import (
     NotFittedError,
     NotSupportedError,
 )
-from recoforge.models import _queries, _scoring
+from recoforge.models import _features, _queries, _scoring
 from recoforge.models import _requests as req
 from recoforge.models._labels import ItemTitles, learn_titles
 from recoforge.models.params import ModelConfig
@@ -68,7 +68,10 @@ class Recommender(ItemTitles):
     ``"fold_in"`` (per-user parameters; other histories are folded in) or
     ``"trained_only"``; ``needs_history`` (False when an empty history still gets
     meaningful scores, as with popularity; otherwise an unknown user with no events
-    follows the ``unknown`` policy).
+    follows the ``unknown`` policy); ``uses_user_features`` (the model reads
+    ``Query.user_features``: the base class keeps the training data's user encoder and
+    rows and fills every query's rows, given ones encoded, else stored, else zeros; never
+    None); ``scores_new_items`` (:meth:`add_items` adds items from their attributes).
 
     Attributes
     ----------
@@ -86,6 +89,10 @@ class Recommender(ItemTitles):
     uses_time: ClassVar[bool] = False
     needs_item_features: ClassVar[bool] = False
     needs_user_features: ClassVar[bool] = False
+    #: the model reads Query.user_features (filled by the base class, see _features)
+    uses_user_features: ClassVar[bool] = False
+    #: add_items(info) adds items from their attributes after training
+    scores_new_items: ClassVar[bool] = False
     scores_full_catalogue: ClassVar[bool] = True
     factorised: ClassVar[bool] = False
     user_state: ClassVar[Literal["history", "fold_in", "trained_only"]] = "history"
@@ -95,10 +102,16 @@ class Recommender(ItemTitles):
     vector_similarity: ClassVar[Literal["dot", "cosine"]] = "dot"
     #: parameters read only at scoring time: set_params honours them without refitting
     scoring_params: ClassVar[frozenset[str]] = frozenset()
+    #: learned state of every model (optional): user features of feature-aware models
+    state_spec: ClassVar[dict[str, str]] = {
+        "user_encoder_": "any: optional",
+        "user_feature_matrix_": "users x user_features: optional"}
     config: Any
     user_index_: IdIndex
     item_index_: IdIndex
     fallback_: Recommender | None
+    user_encoder_: Any
+    user_feature_matrix_: sp.csr_matrix | None
     _history: InMemoryHistory | None = None
     _progress: Callable[..., None] | None = None
 
@@ -113,8 +126,8 @@ class Recommender(ItemTitles):
     def capabilities(cls) -> dict[str, Any]:
         """The declared capabilities of this model class."""
         names = ("predicts_ratings", "uses_time", "needs_item_features",
-                 "needs_user_features", "scores_full_catalogue", "factorised", "user_state",
-                 "needs_history")
+                 "needs_user_features", "uses_user_features", "scores_new_items",
+                 "scores_full_catalogue", "factorised", "user_state", "needs_history")
         return {name: getattr(cls, name) for name in names}
 
     # ------------------------------------------------------------------ parameters
@@ -189,6 +202,7 @@ class Recommender(ItemTitles):
                 self.data_kind_ = data.kind
                 self.data_fingerprint_ = data.interactions.fingerprint()
                 learn_titles(self, data)
+                _features.learn_user_features(self, data)
                 self._fit(data)
         except BaseException:
             self._clear_state()  # a failed fit leaves an unfitted model, not half a state
@@ -263,7 +277,8 @@ class Recommender(ItemTitles):
     def known_query(self, users: np.ndarray) -> Query:
         """A stored Query for known users' indices, histories from the history source."""
         users = np.asarray(users, dtype=np.int64)
-        return Query.for_known(users, self.train_matrix_[users])
+        features = _features.stored_rows(self, users) if self.uses_user_features else None
+        return Query.for_known(users, self.train_matrix_[users], user_features=features)
 
     # ------------------------------------------------------------------ recommending
     def recommend(
@@ -280,6 +295,7 @@ class Recommender(ItemTitles):
         progress: Callable[[int, int], None] | None = None,
         index: Any = None,
         titles: bool = False,
+        user_features: pd.DataFrame | None = None,
     ) -> pd.DataFrame:
         """Top-``k`` recommendations as a DataFrame (user, item, score, rank).
 
@@ -313,13 +329,24 @@ class Recommender(ItemTitles):
             through the one kept by :meth:`attach_index` (``True``).
         titles : bool
             Add a ``title`` column (models fitted on data with item titles).
+        user_features : DataFrame, optional
+            Raw user attributes indexed by user id (models with ``uses_user_features``),
+            encoded as the training users' were: they replace a known user's stored
+            features and describe new users, who are then scored even without history.
         """
         self._check_fitted()
         k = req.check_k(k)
         batch_size = req.check_batch_size(batch_size)
         req.check_unknown(unknown)
         allowed = _queries.allowed_mask(self, items, unknown_items)
+        given = _features.by_label(self, user_features)
         labels, parts, missing = _queries.build_queries(self, users, history, unknown_items)
+        _features.check_labels(given, labels)
+        described, missing = _features.featured_new_users(self, labels, missing, given)
+        if len(described):
+            empty = sp.csr_matrix((len(described), len(self.item_index_)), dtype=np.float32)
+            parts.append((described, Query.from_history(empty)))
+        parts = [(rows, _features.complete(self, q, labels[rows], given)) for rows, q in parts]
         width = min(k, len(self.item_index_))
         idx = np.full((len(labels), width), -1, np.int32)
         scores = np.full((len(labels), width), -np.inf, np.float32)
@@ -360,6 +387,7 @@ class Recommender(ItemTitles):
                   allowed: np.ndarray | None = None, candidates: np.ndarray | None = None,
                   batch_size: int | None = None,
                   progress: Callable[[int, int], None] | None = None,
+                  user_features: _features.UserFeatureInput | None = None,
                   ) -> tuple[np.ndarray, np.ndarray]:
         """Index-level top-``k`` for hot paths (evaluation, serving): no ids, no DataFrame.
 
@@ -373,13 +401,16 @@ class Recommender(ItemTitles):
             Candidate whitelist.
         candidates : ndarray of int (n, c), optional
             Per-row candidate items (``-1`` padding), scored through the candidate path.
+        user_features : DataFrame or matrix, optional
+            One row per query, in order: raw attributes or encoded rows (models with
+            ``uses_user_features``); default: stored rows of known users, zeros otherwise.
 
         Returns
         -------
         (indices, scores) : int32 and float32 arrays of shape (n, min(k, n_items)),
             best first, ``-1`` / ``-inf`` padding.
         """
-        query = _queries.index_query(self, users, histories)
+        query = self._index_query(users, histories, user_features)
         k, batch_size = req.check_k(k), req.check_batch_size(batch_size)
         if candidates is not None:
             return _scoring.rank_candidates(self, query, np.asarray(candidates, np.int64), k,
@@ -387,19 +418,31 @@ class Recommender(ItemTitles):
         return self._rank(query, k, exclude_seen, allowed, batch_size, progress)
 
     def score(self, users: np.ndarray | None = None,
-              histories: sp.csr_matrix | None = None) -> np.ndarray:
-        """Dense float32 scores (n, n_items) for one batch of known users or histories.
+              histories: sp.csr_matrix | None = None,
+              user_features: _features.UserFeatureInput | None = None) -> np.ndarray:
+        """Dense float32 scores (n, n_items) for one batch of known users or histories
+        (``user_features`` as in :meth:`top_items`).
 
         The caller bounds the batch; memory is O(n * n_items).
         """
-        query = _queries.index_query(self, users, histories)
+        query = self._index_query(users, histories, user_features)
         return _scoring.check_finite(self, self._score(query))
 
     def score_candidates(self, candidates: np.ndarray, users: np.ndarray | None = None,
-                         histories: sp.csr_matrix | None = None) -> np.ndarray:
+                         histories: sp.csr_matrix | None = None,
+                         user_features: _features.UserFeatureInput | None = None
+                         ) -> np.ndarray:
         """Float32 scores (n, c) of each row's candidate item indices."""
-        query = _queries.index_query(self, users, histories)
+        query = self._index_query(users, histories, user_features)
         return _scoring.score_candidates(self, query, np.asarray(candidates, np.int64))
+
+    def _index_query(self, users: Any, histories: Any,
+                     user_features: _features.UserFeatureInput | None) -> Query:
+        query = _queries.index_query(self, users, histories)
+        if user_features is not None:
+            return _features.complete(
+                self, query, given=_features.given_rows(self, user_features, len(query)))
+        return _features.complete(self, query)
 
     def _frame(self, labels: np.ndarray, idx: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
         """Long DataFrame from (n, k) index/score arrays; padding (-1) is dropped."""
@@ -486,7 +529,7 @@ class Recommender(ItemTitles):
         self._check_fitted()
         n = req.check_k(n)
         item_idx = int(self.item_index_.to_index([item])[0])
-        query = _queries.explain_query(self, user, history)
+        query = _features.complete(self, _queries.explain_query(self, user, history))
         source, keys, weights = self._explain(query, item_idx, n)
         return self._titled(_queries.contributions_frame(self, source, keys, weights, n),
                             titles, "id")
@@ -498,6 +541,24 @@ class Recommender(ItemTitles):
         "feature" (keys are feature names).
         """
         raise NotSupportedError(f"{type(self).__name__} cannot explain its scores")
+
+    # ------------------------------------------------------------------ new items
+    def add_items(self, info: pd.DataFrame) -> Recommender:
+        """Add items described only by their attributes (models with ``scores_new_items``).
+
+        ``info`` is indexed by the new item ids and has the attribute columns the training
+        item features were built from; rows are encoded with ``item_encoder_``, the model
+        extends its item-side state (``_add_items``), and the items join the vocabulary:
+        ``recommend``, ``score`` and ``similar_items`` include them, and ``save`` keeps
+        them. An attached retrieval index is dropped (attach a new one). Returns ``self``.
+        """
+        _features.add_items(self, info)
+        return self
+
+    def _add_items(self, features: sp.csr_matrix) -> None:
+        """Extend the item-side learned state by the encoded rows (m, n_item_features)
+        of new items, appended after the current items."""
+        raise NotSupportedError(f"{type(self).__name__} cannot add items from attributes")
 
     def item_vectors(self) -> np.ndarray | None:
         """Item vectors (n_items, d): with :meth:`query_vectors`, score = q . v."""

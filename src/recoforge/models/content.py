@@ -123,6 +123,7 @@ class ContentBased(Recommender):
     """
 
     name = "content"
+    scores_new_items = True
     #: learned state and its axes, checked on load (see recoforge.artifacts.state)
     state_spec = {"item_matrix_": "items x features", "feature_names_": "features: text",
                   "feature_weights_": "features: optional", "item_encoder_": "any: optional",
@@ -215,6 +216,13 @@ class ContentBased(Recommender):
                             f"catalogue has {self.item_matrix_.shape[0]}")
         profiles = self._profiles(histories)
         return np.asarray((new_items @ profiles.T).T, dtype=np.float32)
+
+    def _add_items(self, features: sp.csr_matrix) -> None:
+        """New items' encoded rows, weighted and L2-normalised like the training rows."""
+        rows = normalize_rows(sp.csr_matrix(features) @ sp.diags(self.feature_weights_))
+        self.items_without_features_ += int((np.diff(rows.indptr) == 0).sum())
+        self.item_matrix_ = sp.csr_matrix(sp.vstack([self.item_matrix_, rows]),
+                                          dtype=np.float32)
 
     # ------------------------------------------------------------------ scoring
     def profile_weights(self, histories: sp.csr_matrix) -> sp.csr_matrix:
