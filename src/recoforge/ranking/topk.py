@@ -6,7 +6,8 @@ can be excluded per row (a CSR matrix, e.g. items the user has seen) and globall
 ``allowed`` mask, e.g. a candidate whitelist). NaN scores are never selected.
 
 Cost O(n * m * log k) time worst case, O(n * k) extra memory; rows run in parallel
-(numba ``prange``).
+(numba ``prange``), except in batches of a few rows (a service's single requests), which
+run serially.
 """
 
 from __future__ import annotations
@@ -81,30 +82,46 @@ def heap_drain(heap_s, heap_j, size, out_s, out_j):
             _sift_down(heap_s, heap_j, size, 0)
 
 
-@numba.njit(cache=True, parallel=True)
-def _topk_kernel(scores, k, ex_indptr, ex_indices, allowed, out_j, out_s):
-    n, m = scores.shape
+@numba.njit(cache=True)
+def _topk_row(scores, r, k, ex_indptr, ex_indices, allowed, out_j, out_s):
+    m = scores.shape[1]
     use_ex = ex_indptr.shape[0] > 0
     use_allowed = allowed.shape[0] > 0
-    for r in numba.prange(n):
-        heap_s = np.empty(k, dtype=np.float32)
-        heap_j = np.empty(k, dtype=np.int32)
-        size = 0
-        ptr = ex_indptr[r] if use_ex else 0
-        end = ex_indptr[r + 1] if use_ex else 0
-        for j in range(m):
-            if use_ex:
-                while ptr < end and ex_indices[ptr] < j:
-                    ptr += 1
-                if ptr < end and ex_indices[ptr] == j:
-                    continue
-            if use_allowed and not allowed[j]:
+    heap_s = np.empty(k, dtype=np.float32)
+    heap_j = np.empty(k, dtype=np.int32)
+    size = 0
+    ptr = ex_indptr[r] if use_ex else 0
+    end = ex_indptr[r + 1] if use_ex else 0
+    for j in range(m):
+        if use_ex:
+            while ptr < end and ex_indices[ptr] < j:
+                ptr += 1
+            if ptr < end and ex_indices[ptr] == j:
                 continue
-            s = scores[r, j]
-            if s != s:  # NaN
-                continue
-            size = heap_push(heap_s, heap_j, size, k, s, j)
-        heap_drain(heap_s, heap_j, size, out_s[r], out_j[r])
+        if use_allowed and not allowed[j]:
+            continue
+        s = scores[r, j]
+        if s != s:  # NaN
+            continue
+        size = heap_push(heap_s, heap_j, size, k, s, j)
+    heap_drain(heap_s, heap_j, size, out_s[r], out_j[r])
+
+
+@numba.njit(cache=True, parallel=True)
+def _topk_kernel(scores, k, ex_indptr, ex_indices, allowed, out_j, out_s):
+    for r in numba.prange(scores.shape[0]):
+        _topk_row(scores, r, k, ex_indptr, ex_indices, allowed, out_j, out_s)
+
+
+@numba.njit(cache=True)
+def _topk_serial(scores, k, ex_indptr, ex_indices, allowed, out_j, out_s):
+    for r in range(scores.shape[0]):
+        _topk_row(scores, r, k, ex_indptr, ex_indices, allowed, out_j, out_s)
+
+
+#: batches of at most this many rows run serially: starting the thread pool costs more
+#: than one row's scan (one request of a service is one row)
+SERIAL_ROWS = 4
 
 
 def topk(
@@ -160,5 +177,6 @@ def topk(
     out_j = np.full((n, k), -1, dtype=np.int32)
     out_s = np.full((n, k), -np.inf, dtype=np.float32)
     if n and m:
-        _topk_kernel(scores, k, ex_indptr, ex_indices, allowed, out_j, out_s)
+        kernel = _topk_serial if n <= SERIAL_ROWS else _topk_kernel
+        kernel(scores, k, ex_indptr, ex_indices, allowed, out_j, out_s)
     return out_j, out_s

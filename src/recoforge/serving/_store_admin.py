@@ -60,6 +60,30 @@ class StoreAdmin:
         with self.engine.connect() as conn, conn.begin():
             yield conn
 
+    @contextmanager
+    def _relaxed_write(self) -> Iterator[Connection]:
+        """A write transaction whose commit SQLite does not fsync (``synchronous=NORMAL``
+        in WAL mode: consistent after a crash, durable at the next checkpoint or the next
+        fully synced commit), for records never acknowledged to a client (impressions)."""
+        with self.engine.connect().execution_options(write=True) as conn:
+            raw = conn.connection.dbapi_connection if self.dialect == "sqlite" else None
+            if raw is not None:
+                raw.execute("PRAGMA synchronous=NORMAL")
+            try:
+                with conn.begin():
+                    yield conn
+            finally:
+                if raw is not None:
+                    raw.execute("PRAGMA synchronous=FULL")
+
+    @contextmanager
+    def _read_statement(self) -> Iterator[Connection]:
+        """A connection for ONE read statement, without BEGIN/COMMIT around it: a single
+        statement sees a consistent snapshot on its own (SQLite and PostgreSQL), and the
+        hot read of serving (a user's history) costs a third less without them."""
+        with self.engine.connect().execution_options(single_statement=True) as conn:
+            yield conn
+
     def _insert(self, table: sa.Table) -> Any:
         """The dialect's INSERT (with ``on_conflict_*``) for ``table``."""
         if self.dialect == "sqlite":
@@ -204,7 +228,7 @@ class StoreAdmin:
             stamp = row.get("time")
             record["time"] = now if stamp is None else float(stamp)
             records.append(record)
-        with self._write() as conn:
+        with self._relaxed_write() as conn:
             for chunk in chunks(records):
                 conn.execute(db.impressions.insert(), list(chunk))
         return len(records)
@@ -254,7 +278,7 @@ class StoreAdmin:
 
     def get_list(self, version: int, user: str) -> tuple[list[str], list[float], float] | None:
         """A precomputed list (items, scores, when computed), or None."""
-        with self._read() as conn:
+        with self._read_statement() as conn:
             row = conn.execute(sa.select(db.lists.c["items"], db.lists.c.scores,
                                          db.lists.c.computed)
                                .where(db.lists.c.version == int(version),

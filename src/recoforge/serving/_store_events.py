@@ -56,8 +56,10 @@ class StoreEvents(StoreAdmin):
         user, cheaper than a GROUP BY through the SQL layer (the hot path of serving)."""
         mark = "?" if self.dialect == "sqlite" else "%s"
         sums: dict[str, dict[str, list[float]]] = {user: {} for user in users}
-        with self._read() as conn:
-            for chunk in chunks(list(sums)):
+        batches = list(chunks(list(sums)))
+        reader = self._read_statement if len(batches) == 1 else self._read
+        with reader() as conn:
+            for chunk in batches:
                 sql = (f'SELECT "user", item, weight, time FROM events WHERE "user" IN '
                        f'({", ".join([mark] * len(chunk))}) ORDER BY "user", time, id')
                 for user, item, weight, stamp in conn.exec_driver_sql(sql, tuple(chunk)):

@@ -164,7 +164,10 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
 def _sqlite_begin(conn: Connection) -> None:
     """``BEGIN IMMEDIATE`` for write transactions (execution option ``write``), else
     ``BEGIN``: writers take the lock up front and queue on the busy timeout."""
-    immediate = conn.get_execution_options().get("write", False)
+    options = conn.get_execution_options()
+    if options.get("single_statement", False):
+        return  # one read statement in SQLite's autocommit mode (see Store._read_statement)
+    immediate = options.get("write", False)
     conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
