@@ -21,6 +21,8 @@ from recoforge.models.query import Query
 pytestmark = [pytest.mark.datasets, pytest.mark.slow]
 
 _MF = {"n_factors": 8, "n_epochs": 50, "lr_factors": 0.02, "seed": 0}
+_FM = {"embedding_dim": 16, "epochs": 5, "batch_size": 1024, "learning_rate": 0.005,
+       "n_negatives": 4}
 # name: (params, metric, bound); measured values on this split are in the comments
 CASES = {
     "popularity": ({}, "ndcg@10", 0.20),  # 0.2236
@@ -68,9 +70,18 @@ CASES = {
                    "learning_rate": 0.01, "seed": 0}, "ndcg@10", 0.37),  # 0.4011
     "feature_mf": ({"loss": "bpr", "embedding_dim": 32, "epochs": 5, "batch_size": 1024,
                     "seed": 0}, "ndcg@10", 0.34),  # 0.3699
+    "feature_popularity": ({}, "ndcg@10", 0.20),  # 0.2227
+    "hybrid": ({"components": "ease(regularization=10.0);content;feature_popularity",
+                "mode": "stacking", "seed": 0}, "ndcg@10", 0.31),  # 0.3467
     "feature_tower": ({"user_layers": "64,32", "item_layers": "64,32",
                        "item_id_embedding": True, "epochs": 5, "batch_size": 1024,
                        "learning_rate": 0.003, "seed": 0}, "rmse", 0.99),  # 0.9686
+    # fm family: BCE with 4 uniform negatives per event, user/item ids + item genres
+    "fm": ({**_FM, "seed": 0}, "ndcg@10", 0.27),  # 0.3052
+    "ffm": ({**_FM, "seed": 0}, "ndcg@10", 0.35),  # 0.3884
+    "nfm": ({**_FM, "layers": "32", "seed": 0}, "ndcg@10", 0.33),  # 0.3714
+    "deepfm": ({**_FM, "layers": "32,16", "seed": 0}, "ndcg@10", 0.26),  # 0.2936
+    "wide_deep": ({**_FM, "layers": "32,16", "seed": 0}, "ndcg@10", 0.22),  # 0.2538
 }
 
 
