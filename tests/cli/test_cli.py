@@ -192,7 +192,10 @@ def _cli_params(name: str) -> list[str]:
 
     spec = next(s for s in SPECS if s.name == name)
     out = []
-    for key, value in spec.params.items():
+    params = dict(spec.params)
+    if params.get("user_id") is False:  # the CLI's shop has no user features
+        params["user_id"] = True
+    for key, value in params.items():
         text = json.dumps(value) if isinstance(value, dict) else str(value)
         out += ["--param", f"{key}={text}"]
     return out

@@ -48,7 +48,7 @@ def _set(key: str, value: np.ndarray) -> Mutation:
 
 
 def _int_mutations(name: str, key: str, arr: np.ndarray) -> list[tuple[str, Mutation]]:
-    out = [(f"{name} truncated", _set(key, arr[:-1]))]
+    out = [(f"{name} truncated", _set(key, arr[:-1]))] if arr.size else []  # else a no-op
     if name not in UNBOUNDED_INTS and arr.size:
         big = arr.copy()
         big.flat[int(np.argmax(big))] = 10**6

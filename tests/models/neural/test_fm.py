@@ -253,3 +253,12 @@ def test_movielens_style_fields(tmp_path):
     loaded = rf.load_model(tmp_path / "m")
     np.testing.assert_allclose(loaded.score(users=np.arange(4)), model.score(
         users=np.arange(4)), rtol=1e-5)
+
+
+def test_a_side_without_id_or_features_is_a_clear_error():
+    from recoforge.data.synthetic import category_demo
+
+    data = category_demo(seed=0)
+    assert data.user_features is None
+    with pytest.raises(ConfigError, match="user side has no fields.*user_id=True"):
+        rf.create("wide_deep", user_id=False, epochs=1).fit(data)

@@ -135,9 +135,12 @@ class FieldRecommender(TorchRecommender):
         self.user_field_starts_, self.item_field_starts_ = u_starts, i_starts
         self.user_field_multi_, self.item_field_multi_ = u_multi, i_multi
         names = ["user_id"] * cfg.user_id + u_names + ["item_id"] * cfg.item_id + i_names
-        if not names:
-            raise ConfigError(f"{self.name} has no fields: enable user_id / item_id or give "
-                              f"user or item features")
+        for side, has_id, side_names in (("user", cfg.user_id, u_names),
+                                         ("item", cfg.item_id, i_names)):
+            if not has_id and not side_names:
+                raise ConfigError(f"{self.name}: the {side} side has no fields (no "
+                                  f"{side} features in the data): set {side}_id=True or "
+                                  f"give {side} features")
         self.field_names_ = np.asarray(names, dtype=str)
         self.item_encoder_ = getattr(data.item_features, "encoder", None)
         values = data.matrix().data

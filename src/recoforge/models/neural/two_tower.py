@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from recoforge.data.dataset import Dataset
-from recoforge.errors import ConfigError
+from recoforge.errors import ArtifactError, ConfigError
 from recoforge.models import _features
 from recoforge.models.neural._torch import Seeds, to_numpy
 from recoforge.models.neural.batches import Batch, BatchSource, InteractionBatches
@@ -213,6 +213,13 @@ class TwoTower(TorchRecommender):
             super()._fit(data)
         finally:
             self._train_history = self._train_times = None
+
+    def _check_state(self) -> None:
+        super()._check_state()
+        edges, buckets = self.time_edges_, self.config.time_buckets
+        if len(edges) > max(buckets - 1, 0) or np.any(np.diff(edges) <= 0):
+            raise ArtifactError(f"time_edges_ must be at most time_buckets - 1 = "
+                                f"{max(buckets - 1, 0)} increasing times, got {len(edges)}")
 
     def _bucket(self, stamps: np.ndarray) -> np.ndarray:
         return np.searchsorted(self.time_edges_, np.asarray(stamps, np.int64), side="right")
