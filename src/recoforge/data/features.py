@@ -35,6 +35,8 @@ from recoforge.data.encoders import (
 )
 from recoforge.data.hashing import HashedField
 from recoforge.data.ids import IdIndex
+from recoforge.data.sentence import DEFAULT_MODEL as DEFAULT_SENTENCE_MODEL
+from recoforge.data.sentence import SentenceField
 from recoforge.errors import ArtifactError, ConfigError, DataError, NotFittedError
 
 PARTS_FORMAT = "recoforge.feature_encoder"
@@ -43,11 +45,12 @@ PARTS_VERSION = 1
 #: the fixed set of field kinds (all a saved encoder may contain)
 FIELD_TYPES: dict[str, type[FieldEncoder]] = {
     cls.kind: cls for cls in (TextField, CategoricalField, MultiLabelField, NumericField,
-                              HashedField)
+                              HashedField, SentenceField)
 }
 
 __all__ = ["DEFAULT_LABEL_SEPARATORS", "CategoricalField", "FeatureEncoder", "FeatureMatrix",
-           "FieldSlice", "HashedField", "MultiLabelField", "NumericField", "TextField",
+           "FieldSlice", "HashedField", "MultiLabelField", "NumericField", "SentenceField",
+           "TextField",
            "build_features", "encode_rows"]
 
 
@@ -368,6 +371,8 @@ def fields_from_spec(
     numeric_missing: Literal["error", "mean", "zero"] = "error",
     unknown: Literal["ignore", "error"] = "ignore",
     hash_buckets: int = 1 << 16,
+    sentence: Sequence[str] = (),
+    sentence_model: str = DEFAULT_SENTENCE_MODEL,
 ) -> list[FieldEncoder]:
     """Field encoders for :func:`build_features`' column lists (one field per column)."""
     separators = (dict(multilabel) if isinstance(multilabel, Mapping)
@@ -375,6 +380,7 @@ def fields_from_spec(
     fields: list[FieldEncoder] = [
         TextField(c, method=text_method, stop_words=stop_words, max_features=max_features,
                   min_df=min_df) for c in text]
+    fields += [SentenceField(c, model=sentence_model) for c in sentence]
     fields += [MultiLabelField(c, separator=sep, unknown=unknown)
                for c, sep in separators.items()]
     fields += [CategoricalField(c, unknown=unknown) for c in categorical]
@@ -409,14 +415,15 @@ def build_features(
         column), ``categorical`` (one-hot), ``numeric`` (``numeric_scaling`` "standard",
         "minmax" or "none"; ``numeric_missing`` "error", "mean" or "zero"), ``hashed``
         (``hash_buckets`` columns), ``unknown`` ("ignore" or "error": the policy for
-        categories and labels unseen in training when new rows are encoded). See
-        :func:`fields_from_spec`.
+        categories and labels unseen in training when new rows are encoded), ``sentence``
+        (pretrained sentence embeddings of a text column, ``sentence_model``; extra
+        ``text``, see :mod:`recoforge.data.sentence`). See :func:`fields_from_spec`.
 
     Returns
     -------
     FeatureMatrix
-        Blocks in field order (from ``spec``: text, multi-label, categorical, numeric,
-        hashed), with ``.encoder`` the fitted encoder: ``encoder.transform(new_rows)``
+        Blocks in field order (from ``spec``: text, sentence, multi-label, categorical,
+        numeric, hashed), with ``.encoder`` the fitted encoder: ``encoder.transform(new_rows)``
         encodes new items or users the same way.
     """
     if fields is not None and spec:
