@@ -25,7 +25,7 @@ from tests.conformance.specs import SPECS, taste_data
 
 FIRST_SPEC = {spec.name: spec for spec in reversed(SPECS)}
 #: integer state with no upper bound (counts): only its shape is checked
-UNBOUNDED_INTS = {"counts_"}
+UNBOUNDED_INTS = {"counts_", "item_counts_"}  # event counts: any size is legitimate
 Mutation = Callable[[dict[str, np.ndarray]], None]
 
 

@@ -52,7 +52,7 @@ class FeaturePopularity(Recommender):
     @dataclass(frozen=True)
     class Config(ModelConfig):
         l2: float = param(10.0, ge=0.0, doc="ridge penalty on the feature weights")
-        max_iterations: int = param(500, ge=1, doc="LSQR iterations")
+        max_iterations: int = param(500, ge=1, le=10**5, doc="LSQR iterations")
         shrinkage: float = param(5.0, ge=0.0, allow_inf=True,
                                  doc="pseudo-counts of the prediction against an item's own "
                                      "count (inf: the prediction alone)")

@@ -90,6 +90,7 @@ class Hybrid(Recommender):
         **_component_rules(),
         "n_components_": "int",
         "reference_items_": "r: int, index<items>",
+        "n_trained_items_": "int",
         "weights_": "segments x components",
         "item_counts_": "items: int",
         "cold_weights_": "components: optional",
@@ -115,7 +116,7 @@ class Hybrid(Recommender):
                                    doc="per-user score scale of each component")
         switch_on: str = param("history", choices=("history", "items"),
                                doc="switching: by the user's events or the item's")
-        threshold: int = param(5, ge=0, doc="switching / segments: at most this many "
+        threshold: int = param(5, ge=0, le=10**6, doc="switching / segments: at most this many "
                                             "events counts as cold")
         segmented: bool = param(False, doc="weighted/stacking: separate weights for "
                                            "users with <= threshold events")
@@ -126,8 +127,8 @@ class Hybrid(Recommender):
                                                               "out whole with cold_items")
         validation_fraction: float = param(0.2, gt=0.0, lt=1.0,
                                            doc="share of a validation user's events held out")
-        validation_users: int = param(2000, ge=10, doc="users sampled for validation")
-        n_candidates: int = param(100, ge=10, doc="top items per component a validation "
+        validation_users: int = param(2000, ge=10, le=10**7, doc="users sampled for validation")
+        n_candidates: int = param(100, ge=10, le=10**5, doc="top items per component a validation "
                                                   "user's candidates are drawn from")
         grid_steps: int = param(10, ge=1, le=50, doc="weighted tuning: 1/grid_steps grid")
         l2: float = param(1.0, ge=0.0, doc="stacking: L2 penalty of the logistic blend")
@@ -156,6 +157,7 @@ class Hybrid(Recommender):
                                         minlength=data.n_items).astype(np.int64)
         rng = self._rng()
         size = min(N_REFERENCE, data.n_items)
+        self.n_trained_items_ = data.n_items
         self.reference_items_ = np.sort(rng.choice(data.n_items, size=size,
                                                    replace=False)).astype(np.int64)
         mode = self.config.mode
@@ -379,6 +381,11 @@ class Hybrid(Recommender):
                 raise ValueError(f"component_{i}_ ({model.name}) has other vocabularies")
         if self.weights_.shape[1] != self.n_components_:
             raise ValueError("weights_ do not match the components")
+        refs, trained = self.reference_items_, self.n_trained_items_
+        if not 0 < trained <= len(self.item_index_) or \
+                len(refs) != min(N_REFERENCE, trained) or np.any(np.diff(refs) <= 0):
+            raise ValueError(f"reference_items_ must be min({N_REFERENCE}, n_trained_items_ "
+                             f"= {trained}) distinct sorted items, got {len(refs)}")
 
     def get_component_params(self) -> list[dict[str, Any]]:
         """``[{"name": ..., "params": {...}}, ...]`` of the configured components."""
