@@ -246,5 +246,8 @@ def test_models_listing_describes_declared_capabilities():
     assert "ratings" in als and "factorised" in als and "folded in" in als
     ease = describe_capabilities(model_class("ease").capabilities())
     assert "ratings" not in ease and "scores from history" in ease
+    assert "new items from attributes" not in ease and "user features" not in ease
+    content = describe_capabilities(model_class("content").capabilities())
+    assert "new items from attributes" in content
     assert all(describe_capabilities(model_class(n).capabilities())
                for n in rf.available_models())

@@ -218,6 +218,10 @@ def describe_capabilities(caps: dict) -> str:
     for feature in ("item", "user"):
         if caps[f"needs_{feature}_features"]:
             words.append(f"needs {feature} features")
+    if caps.get("uses_user_features") and not caps["needs_user_features"]:
+        words.append("reads user features")
+    if caps.get("scores_new_items"):
+        words.append("new items from attributes")
     words.append({"history": "scores from history", "fold_in": "new users folded in",
                   "trained_only": "trained users only"}[caps["user_state"]])
     return ", ".join(words)
