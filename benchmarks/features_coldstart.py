@@ -17,7 +17,8 @@ model on index-level top-10 lists. Fit seconds are wall time of ``fit`` on this 
 
 The hybrids blend ``ease``, ``content`` on the genres, ``content`` on the title words and
 ``feature_popularity`` (segmented by history length, with separate weights for items
-without training events), all tuned on a validation split carved from the training part.
+without training events), all tuned on a validation split carved from the training part;
+one stacked variant adds ``two_tower`` (20 epochs) as a fifth component.
 Everyone gets the same features: items = genres (multi-label) + TF-IDF of the title
 words, users = gender, age group, occupation (one-hot). LightFM runs in its own venv
 (``benchmarks/peers/lightfm_runner.py``, WARP, 64 components, lr 0.05, 30 epochs, 2
@@ -67,6 +68,9 @@ MODELS = [
     ("hybrid stacking", "hybrid",
      {"components": HYBRID_PARTS, "mode": "stacking", "segmented": True, "cold_items": True,
       "seed": 0}),
+    ("hybrid stacking + two_tower", "hybrid",
+     {"components": HYBRID_PARTS + ";two_tower(epochs=20,embedding_dim=64,seed=0)",
+      "mode": "stacking", "segmented": True, "cold_items": True, "seed": 0}),
     ("feature_mf", "feature_mf", {"epochs": 10, "embedding_dim": 64, "seed": 0}),
     ("two_tower", "two_tower", {"epochs": 10, "embedding_dim": 64, "seed": 0}),
     ("ease (reference: no features)", "ease", {}),
@@ -271,10 +275,13 @@ def main() -> None:
                         help="comma-separated labels of our models to run")
     parser.add_argument("--no-lightfm", action="store_true")
     args = parser.parse_args()
+    wanted = set(args.models.split(","))
+    unknown = wanted - {m[0] for m in MODELS}
+    if unknown:  # a label with a comma would be split and silently dropped
+        parser.error(f"--models: unknown labels {sorted(unknown)}")
     data = load(args.dataset)
     split, groups = make_split(data)
     print(split, {g: len(v["users"]) for g, v in groups.items()}, flush=True)
-    wanted = set(args.models.split(","))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for identity in () if args.no_lightfm else (True, False):
