@@ -59,13 +59,19 @@ class StoreEvents(StoreAdmin):
         batches = list(chunks(list(sums)))
         reader = self._read_statement if len(batches) == 1 else self._read
         with reader() as conn:
-            for chunk in batches:
-                sql = (f'SELECT "user", item, weight, time FROM events WHERE "user" IN '
-                       f'({", ".join([mark] * len(chunk))}) ORDER BY "user", time, id')
-                for user, item, weight, stamp in conn.exec_driver_sql(sql, tuple(chunk)):
-                    entry = sums[user].setdefault(item, [0.0, stamp])
-                    entry[0] += weight
-                    entry[1] = stamp  # rows come in time order: the last is the latest
+            # the driver's own cursor: plain tuples, no SQLAlchemy row per event
+            cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            try:
+                for chunk in batches:
+                    sql = (f'SELECT "user", item, weight, time FROM events WHERE "user" IN '
+                           f'({", ".join([mark] * len(chunk))}) ORDER BY "user", time, id')
+                    cursor.execute(sql, tuple(chunk))
+                    for user, item, weight, stamp in cursor.fetchall():
+                        entry = sums[user].setdefault(item, [0.0, stamp])
+                        entry[0] += weight
+                        entry[1] = stamp  # rows come in time order: the last is the latest
+            finally:
+                cursor.close()
         out = {}
         for user, by_item in sums.items():
             items = sorted(by_item, key=lambda item: (by_item[item][1], item))

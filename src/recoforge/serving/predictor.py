@@ -136,11 +136,18 @@ class Predictor:
         values = np.asarray(weights, dtype=np.float32).reshape(-1)
         idx = self._positions(list(items))
         keep = idx >= 0
-        row = sp.csr_matrix((values[keep], (np.zeros(int(keep.sum()), np.int64), idx[keep])),
-                            shape=(1, self.n_items), dtype=np.float32)
-        row.sum_duplicates()
-        row.sort_indices()
-        return row
+        idx, values = idx[keep], values[keep]
+        order = np.argsort(idx, kind="stable")
+        idx, values = idx[order], values[order]
+        if len(idx) > 1 and not (idx[1:] != idx[:-1]).all():  # repeated items: summed
+            row = sp.csr_matrix((values, (np.zeros(len(idx), np.int64), idx)),
+                                shape=(1, self.n_items), dtype=np.float32)
+            row.sum_duplicates()
+            row.sort_indices()
+            return row
+        # distinct sorted indices (a store history): the CSR arrays directly, no COO pass
+        return sp.csr_matrix((values, idx.astype(np.int32), np.array([0, len(idx)], np.int32)),
+                             shape=(1, self.n_items))
 
     def _query(self, user: str, row: sp.csr_matrix) -> Query:
         """A stored query when the row is exactly the trained history, else a history one
@@ -155,7 +162,7 @@ class Predictor:
             start, stop = matrix.indptr[uidx], matrix.indptr[uidx + 1]
             indices, data = matrix.indices[start:stop], matrix.data[start:stop]
             if (stop - start == row.nnz and np.array_equal(indices, row.indices)
-                    and np.allclose(data, row.data)):
+                    and (np.array_equal(data, row.data) or np.allclose(data, row.data))):
                 return self._featured(Query.for_known(np.array([uidx]), row))
         return self._featured(Query.from_history(row, np.array([uidx])))
 

@@ -16,6 +16,8 @@ from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from recoforge.ranking.rerank import exploration_slots
 from recoforge.serving.predictor import Predictor, Recommendation, popular_list
@@ -120,7 +122,7 @@ def _log(request: Request, request_id: str, user: str, items: list[str], offset:
 
 @router.get("/recommend/{user}", response_model=RecommendationOut,
             dependencies=[read_access()], summary="A user's recommendations")
-def recommend(
+async def recommend(
     request: Request, user: PathId, n: N = 10, offset: Offset = 0,
     category: Category = None,
     attr: Annotated[list[Annotated[str, Query(max_length=MAX_ID_LENGTH)]], Query(
@@ -134,6 +136,23 @@ def recommend(
                                     description="share of the list drawn from below "
                                                 "its top")] = 0.0,
 ) -> Any:
+    args = (request, user, n, offset, category, attr, exclude, exclude_seen, diversity,
+            explore)
+    state = request.app.state
+    if state.store.dialect == "sqlite" and not attr and state.service.settled():
+        # in-process reads and CPU-bound scoring of a loaded model: answered here, without
+        # a thread-pool hop (the GIL would serialise this work in the pool anyway)
+        return _recommend(*args)
+    # network reads, a catalogue scan, a refresh or a model load: keep the loop free
+    return await run_in_threadpool(_recommend, *args)
+
+
+def _recommend(request: Request, user: str, n: int, offset: int, category: str | None,
+               attr: list[str], exclude: list[str], exclude_seen: bool, diversity: float,
+               explore: float) -> JSONResponse:
+    """The work of :func:`recommend`, answered as JSON built from plain lists (the
+    response model documents the shape; pydantic objects per item cost more than the
+    scoring of an ALS list)."""
     _check_page(request, n, offset)
     service = request.app.state.service
     predictor, experiment, variant = service.route(user)
@@ -160,10 +179,12 @@ def recommend(
                                                explore, f"{user}:{request_id}")
     request.app.state.metrics.served(served.source)
     _log(request, request_id, user, page, offset, served.version, experiment, variant)
-    return {"user": user, "source": served.source, "version": served.version,
-            "experiment": experiment, "variant": variant, "request_id": request_id,
-            "items": [ScoredItem(item=i, score=s, explored=e)
-                      for i, s, e in zip(page, page_scores, explored, strict=True)]}
+    return JSONResponse({  # RecommendationOut's fields, in its order
+        "user": user,
+        "items": [{"item": i, "score": s, "explored": e}
+                  for i, s, e in zip(page, page_scores, explored, strict=True)],
+        "source": served.source, "version": served.version, "experiment": experiment,
+        "variant": variant, "request_id": request_id})
 
 
 @router.post("/recommend", response_model=RecommendationOut,

@@ -158,6 +158,17 @@ class ServiceState:
             except (ArtifactError, OSError) as exc:  # keep serving the current one
                 _log.error("cannot load active model version %s: %s", row["id"], exc)
 
+    def settled(self) -> bool:
+        """Whether :meth:`route` answers from memory now: no refresh due and every variant
+        of the running experiment loaded (otherwise it reads the store or loads a model)."""
+        if time.monotonic() - self._checked >= self.refresh_seconds:
+            return False
+        experiment = self._experiment
+        if experiment is None:
+            return True
+        loaded = self._loaded
+        return all(int(v["version"]) in loaded for v in experiment["variants"].values())
+
     def loaded_versions(self) -> set[int]:
         with self._lock:
             return set(self._loaded)
@@ -230,25 +241,20 @@ class ImpressionLog:
 
     def _run(self) -> None:
         while True:
-            pending: list[Mapping[str, Any]] = []
             try:
                 first = self._queue.get(timeout=self.interval)
             except queue.Empty:
                 continue
-            stop = first is None
-            taken = 1
+            pending: list[Mapping[str, Any]] = []
+            taken, stop = 1, first is None
             if first is not None:
                 pending.extend(first)
-            while len(pending) < self.batch and not stop:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                taken += 1
-                if more is None:
-                    stop = True
-                else:
-                    pending.extend(more)
+                taken, stop = self._drain(pending, taken)
+                if len(pending) < self.batch and not stop:
+                    # gather a batch for up to ``interval``: one write for many requests,
+                    # not one per request (and no wake-up of this thread per request)
+                    time.sleep(self.interval)
+                    taken, stop = self._drain(pending, taken)
             try:
                 if pending:
                     self.store.log_impressions(pending)
@@ -259,6 +265,19 @@ class ImpressionLog:
                     self._queue.task_done()
             if stop:
                 return
+
+    def _drain(self, pending: list[Mapping[str, Any]], taken: int) -> tuple[int, bool]:
+        """Move queued rows into ``pending`` up to a batch: (queue items taken, stop seen)."""
+        while len(pending) < self.batch:
+            try:
+                more = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            taken += 1
+            if more is None:
+                return taken, True
+            pending.extend(more)
+        return taken, False
 
     def flush(self) -> None:
         """Block until every row added so far is written (or failed and logged)."""

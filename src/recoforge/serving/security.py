@@ -21,6 +21,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -80,9 +81,11 @@ def require(scope: str) -> Any:
 def read_access() -> Any:
     """A dependency for read endpoints: open unless ``read_requires_key``."""
 
-    def dependency(request: Request, key: str | None = Depends(_api_key)) -> str | None:
+    async def dependency(request: Request, key: str | None = Depends(_api_key)
+                         ) -> str | None:
+        # async: an open read endpoint pays no thread-pool hop for this check
         if request.app.state.settings.read_requires_key:
-            return check_key(request, key, "read")
+            return await run_in_threadpool(check_key, request, key, "read")
         return None
 
     return Depends(dependency)
