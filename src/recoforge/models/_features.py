@@ -242,3 +242,16 @@ def _extend_catalogue(model: Recommender, info: pd.DataFrame, n_items: int) -> N
         _log.warning("%s: the attached retrieval index predates the added items and was "
                      "dropped; attach a new one (VectorIndex.for_model)", model.name)
         del model.vector_index_
+
+
+def with_user_features(model: Recommender, labels: np.ndarray, parts: list, missing: Any,
+                       given: Any) -> tuple[list, Any]:
+    """Query parts of :meth:`Recommender.recommend` with user features filled in; new
+    users described by ``given`` features (and no history) become a part of their own
+    rather than missing. Returns (parts, still missing rows)."""
+    check_labels(given, labels)
+    described, missing = featured_new_users(model, labels, missing, given)
+    if len(described):
+        empty = sp.csr_matrix((len(described), len(model.item_index_)), dtype=np.float32)
+        parts.append((described, Query.from_history(empty)))
+    return [(rows, complete(model, q, labels[rows], given)) for rows, q in parts], missing

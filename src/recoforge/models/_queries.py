@@ -14,10 +14,11 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from recoforge.errors import ConfigError, DataError, UnknownIdError
-from recoforge.models import _features
+from recoforge.errors import ConfigError, DataError, NotSupportedError, UnknownIdError
+from recoforge.models import _features, _scoring
 from recoforge.models import _requests as req
 from recoforge.models.query import Query, merge_histories
+from recoforge.ranking.topk import topk
 
 if TYPE_CHECKING:
     from recoforge.models.base import Recommender
@@ -114,7 +115,7 @@ def answer_missing(model: Recommender, missing, k, exclude_seen, items, unknown)
                              f"known history; pass history= for new users, or "
                              f"unknown='skip' / 'fallback'")
     if unknown == "skip":
-        return model._frame(missing[:0], np.empty((0, k), np.int32),
+        return result_frame(model, missing[:0], np.empty((0, k), np.int32),
                            np.empty((0, k), np.float32))
     fallback = getattr(model, "fallback_", None)
     if fallback is None:
@@ -124,7 +125,7 @@ def answer_missing(model: Recommender, missing, k, exclude_seen, items, unknown)
         sp.csr_matrix((len(empty), len(fallback.item_index_)), dtype=np.float32)))
     allowed = allowed_mask(fallback, items, "ignore")
     idx, scores = fallback._rank(query, k, exclude_seen, allowed, None, None)
-    return fallback._frame(req.label_array(list(empty)), idx, scores)
+    return result_frame(fallback, req.label_array(list(empty)), idx, scores)
 
 
 def index_query(model: Recommender, users: Any, histories: Any) -> Query:
@@ -174,3 +175,70 @@ def scatter_rows(rows: sp.csr_matrix, positions: np.ndarray, n: int) -> sp.csr_m
     indptr = np.concatenate([[0], np.cumsum(counts)])
     return sp.csr_matrix((sorted_rows.data, sorted_rows.indices, indptr),
                          shape=(n, rows.shape[1]))
+
+
+def result_frame(model: Recommender, labels: np.ndarray, idx: np.ndarray,
+                 scores: np.ndarray) -> pd.DataFrame:
+    """Long DataFrame (user, item, score, rank) from (n, k) index/score arrays; padding
+    (-1) is dropped."""
+    k = idx.shape[1] if idx.ndim == 2 else 0
+    valid = (idx >= 0).ravel()
+    flat_idx = idx.ravel()[valid]
+    return pd.DataFrame({
+        "user": np.repeat(labels, k)[valid],
+        "item": model.item_index_.to_ids(flat_idx),
+        "score": scores.ravel()[valid],
+        "rank": np.tile(np.arange(1, k + 1, dtype=np.int32), len(labels))[valid],
+    })
+
+
+def featured_index_query(model: Recommender, users: Any, histories: Any,
+                         user_features: _features.UserFeatureInput | None) -> Query:
+    """:func:`index_query` with every row's user features filled (given rows, else stored,
+    else zeros)."""
+    query = index_query(model, users, histories)
+    if user_features is not None:
+        return _features.complete(
+            model, query, given=_features.given_rows(model, user_features, len(query)))
+    return _features.complete(model, query)
+
+
+def predict_pairs(model: Recommender, users: Any, items: Any, unknown: str,
+                  times: Any) -> np.ndarray:
+    """:meth:`Recommender.predict`: ids to indices, unknown pairs NaN (``unknown="nan"``)."""
+    model._check_fitted()
+    if not model.predicts_ratings:
+        raise NotSupportedError(f"{type(model).__name__} does not predict ratings")
+    if unknown not in ("error", "nan"):
+        raise ConfigError(f"unknown must be 'error' or 'nan', not {unknown!r}")
+    user_ids, item_ids = req.as_id_array(users), req.as_id_array(items)
+    if len(user_ids) != len(item_ids):
+        raise DataError(f"predict got {len(user_ids)} users but {len(item_ids)} items")
+    when = None if times is None else req.as_times(times, len(user_ids))
+    policy = req.id_policy("ignore" if unknown == "nan" else "error")
+    u = model.user_index_.to_index(user_ids, unknown=policy)
+    i = model.item_index_.to_index(item_ids, unknown=policy)
+    out = np.full(len(user_ids), np.nan, dtype=np.float64)
+    ok = (u >= 0) & (i >= 0)
+    if ok.all():
+        out[:] = model._predict_at(u, i, when)
+    elif ok.any():
+        out[ok] = model._predict_at(u[ok], i[ok], None if when is None else when[ok])
+    return out
+
+
+def similar_frame(model: Recommender, items: Any, k: int, by_title: bool,
+                  titles: bool | None) -> pd.DataFrame:
+    """:meth:`Recommender.similar_items`: the ``k`` most similar items of each item,
+    itself excluded."""
+    model._check_fitted()
+    k = req.check_k(k)
+    labels = model.items_by_title(items) if by_title else req.as_list(items)
+    idx = model.item_index_.to_index(labels)
+    scores = _scoring.check_finite(model, model._similar(idx))
+    exclude = sp.csr_matrix((np.ones(len(idx), np.float32), (np.arange(len(idx)), idx)),
+                            shape=scores.shape)
+    top, top_scores = topk(scores, k, exclude)
+    frame = result_frame(model, req.label_array(labels), top, top_scores)
+    frame = frame.rename(columns={"user": "item", "item": "similar_item"})
+    return model._titled(frame, by_title if titles is None else titles, *frame.columns[:2])

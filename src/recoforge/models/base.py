@@ -46,7 +46,6 @@ from recoforge.models import _requests as req
 from recoforge.models._labels import ItemTitles, learn_titles
 from recoforge.models.params import ModelConfig
 from recoforge.models.query import Query
-from recoforge.ranking.topk import topk
 from recoforge.resources import memory_guard
 
 UnknownUsers = Literal["error", "skip", "fallback"]
@@ -341,12 +340,7 @@ class Recommender(ItemTitles):
         allowed = _queries.allowed_mask(self, items, unknown_items)
         given = _features.by_label(self, user_features)
         labels, parts, missing = _queries.build_queries(self, users, history, unknown_items)
-        _features.check_labels(given, labels)
-        described, missing = _features.featured_new_users(self, labels, missing, given)
-        if len(described):
-            empty = sp.csr_matrix((len(described), len(self.item_index_)), dtype=np.float32)
-            parts.append((described, Query.from_history(empty)))
-        parts = [(rows, _features.complete(self, q, labels[rows], given)) for rows, q in parts]
+        parts, missing = _features.with_user_features(self, labels, parts, missing, given)
         width = min(k, len(self.item_index_))
         idx = np.full((len(labels), width), -1, np.int32)
         scores = np.full((len(labels), width), -np.inf, np.float32)
@@ -355,7 +349,7 @@ class Recommender(ItemTitles):
                                                  progress, index)
         answered = np.ones(len(labels), dtype=bool)
         answered[missing] = False
-        frame = self._frame(labels[answered], idx[answered], scores[answered])
+        frame = _queries.result_frame(self, labels[answered], idx[answered], scores[answered])
         if len(missing):
             rest = _queries.answer_missing(self, labels[missing], k, exclude_seen, items, unknown)
             frame = req.order_like(pd.concat([frame, rest], ignore_index=True), list(labels))
@@ -410,7 +404,7 @@ class Recommender(ItemTitles):
         (indices, scores) : int32 and float32 arrays of shape (n, min(k, n_items)),
             best first, ``-1`` / ``-inf`` padding.
         """
-        query = self._index_query(users, histories, user_features)
+        query = _queries.featured_index_query(self, users, histories, user_features)
         k, batch_size = req.check_k(k), req.check_batch_size(batch_size)
         if candidates is not None:
             return _scoring.rank_candidates(self, query, np.asarray(candidates, np.int64), k,
@@ -425,7 +419,7 @@ class Recommender(ItemTitles):
 
         The caller bounds the batch; memory is O(n * n_items).
         """
-        query = self._index_query(users, histories, user_features)
+        query = _queries.featured_index_query(self, users, histories, user_features)
         return _scoring.check_finite(self, self._score(query))
 
     def score_candidates(self, candidates: np.ndarray, users: np.ndarray | None = None,
@@ -433,28 +427,8 @@ class Recommender(ItemTitles):
                          user_features: _features.UserFeatureInput | None = None
                          ) -> np.ndarray:
         """Float32 scores (n, c) of each row's candidate item indices."""
-        query = self._index_query(users, histories, user_features)
+        query = _queries.featured_index_query(self, users, histories, user_features)
         return _scoring.score_candidates(self, query, np.asarray(candidates, np.int64))
-
-    def _index_query(self, users: Any, histories: Any,
-                     user_features: _features.UserFeatureInput | None) -> Query:
-        query = _queries.index_query(self, users, histories)
-        if user_features is not None:
-            return _features.complete(
-                self, query, given=_features.given_rows(self, user_features, len(query)))
-        return _features.complete(self, query)
-
-    def _frame(self, labels: np.ndarray, idx: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
-        """Long DataFrame from (n, k) index/score arrays; padding (-1) is dropped."""
-        k = idx.shape[1] if idx.ndim == 2 else 0
-        valid = (idx >= 0).ravel()
-        flat_idx = idx.ravel()[valid]
-        return pd.DataFrame({
-            "user": np.repeat(labels, k)[valid],
-            "item": self.item_index_.to_ids(flat_idx),
-            "score": scores.ravel()[valid],
-            "rank": np.tile(np.arange(1, k + 1, dtype=np.int32), len(labels))[valid],
-        })
 
     # ------------------------------------------------------------------ other queries
     def predict(self, users: Iterable[Any], items: Iterable[Any],
@@ -466,25 +440,7 @@ class Recommender(ItemTitles):
         ``uses_time = True`` (timeSVD++); the others ignore them. Without them a time-aware
         model predicts as of each user's latest training rating.
         """
-        self._check_fitted()
-        if not self.predicts_ratings:
-            raise NotSupportedError(f"{type(self).__name__} does not predict ratings")
-        if unknown not in ("error", "nan"):
-            raise ConfigError(f"unknown must be 'error' or 'nan', not {unknown!r}")
-        user_ids, item_ids = req.as_id_array(users), req.as_id_array(items)
-        if len(user_ids) != len(item_ids):
-            raise DataError(f"predict got {len(user_ids)} users but {len(item_ids)} items")
-        when = None if times is None else req.as_times(times, len(user_ids))
-        policy = req.id_policy("ignore" if unknown == "nan" else "error")
-        u = self.user_index_.to_index(user_ids, unknown=policy)
-        i = self.item_index_.to_index(item_ids, unknown=policy)
-        out = np.full(len(user_ids), np.nan, dtype=np.float64)
-        ok = (u >= 0) & (i >= 0)
-        if ok.all():
-            out[:] = self._predict_at(u, i, when)
-        elif ok.any():
-            out[ok] = self._predict_at(u[ok], i[ok], None if when is None else when[ok])
-        return out
+        return _queries.predict_pairs(self, users, items, unknown, times)
 
     def _predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         raise NotSupportedError(f"{type(self).__name__} does not predict ratings")
@@ -499,17 +455,7 @@ class Recommender(ItemTitles):
                       titles: bool | None = None) -> pd.DataFrame:
         """The ``k`` items most similar to each given item (item, similar_item, score, rank);
         ``by_title``: ``items`` are titles, ``titles``: add titles (default: ``by_title``)."""
-        self._check_fitted()
-        k = req.check_k(k)
-        labels = self.items_by_title(items) if by_title else req.as_list(items)
-        idx = self.item_index_.to_index(labels)
-        scores = _scoring.check_finite(self, self._similar(idx))
-        exclude = sp.csr_matrix((np.ones(len(idx), np.float32), (np.arange(len(idx)), idx)),
-                                shape=scores.shape)
-        top, top_scores = topk(scores, k, exclude)
-        frame = self._frame(req.label_array(labels), top, top_scores)
-        frame = frame.rename(columns={"user": "item", "item": "similar_item"})
-        return self._titled(frame, by_title if titles is None else titles, *frame.columns[:2])
+        return _queries.similar_frame(self, items, k, by_title, titles)
 
     def _similar(self, items: np.ndarray) -> np.ndarray:
         """Item-to-item scores; default: cosine of :meth:`item_vectors`."""
