@@ -23,7 +23,7 @@ from recoforge.models.neural.samplers import (  # noqa: E402
     UniformSampler,
     make_sampler,
 )
-from recoforge.models.neural.trainer import Trainer, make_schedule  # noqa: E402
+from recoforge.models.neural.trainer import Trainer, make_optimizer, make_schedule  # noqa: E402
 
 CPU = torch.device("cpu")
 
@@ -216,6 +216,35 @@ def test_every_optimizer_trains(name):
     module = Regression()
     result = Trainer(epochs=20, learning_rate=0.1, optimizer=name).train(module, ToyBatches())
     assert result.loss_history[-1] < result.loss_history[0]
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw", "adagrad", "sgd"])
+def test_fused_optimizers_follow_the_reference_update_rule(name):
+    """make_optimizer picks torch's fused kernel on CPU; it must take the same steps as the
+    per-parameter reference implementation (up to float rounding)."""
+    torch.manual_seed(0)
+    start = [torch.randn(5, 3), torch.randn(3)]
+    fused = [torch.nn.Parameter(t.clone()) for t in start]
+    plain = [torch.nn.Parameter(t.clone()) for t in start]
+    opt = make_optimizer(name, fused, 0.05, weight_decay=0.01)
+    reference = type(opt)(plain, lr=0.05, weight_decay=0.01, foreach=False)
+    assert opt.defaults.get("fused") is True
+    for step in range(5):
+        for params, optimizer in ((fused, opt), (plain, reference)):
+            optimizer.zero_grad()
+            loss = sum(((p - step) ** 2).sum() for p in params)
+            loss.backward()
+            optimizer.step()
+    for a, b, initial in zip(fused, plain, start, strict=True):
+        assert not torch.allclose(a.detach(), initial)  # the steps moved the parameters
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_mixed_devices_or_integer_parameters_are_not_fused():
+    params = [torch.nn.Parameter(torch.randn(2)), torch.nn.Parameter(torch.randn(2))]
+    assert make_optimizer("adam", params, 0.1).defaults.get("fused") is True
+    meta = [torch.nn.Parameter(torch.randn(2)), torch.nn.Parameter(torch.randn(2, device="meta"))]
+    assert not make_optimizer("sgd", meta, 0.1).defaults.get("fused")
 
 
 @pytest.mark.parametrize("kwargs", [

@@ -62,7 +62,7 @@ from recoforge.models.base import Recommender
 from recoforge.models.neural._torch import DEVICES, Seeds, resolve_device, seeded_torch
 from recoforge.models.neural.batches import BatchSource
 from recoforge.models.neural.state import TorchState
-from recoforge.models.neural.trainer import OPTIMIZERS, SCHEDULES, Trainer
+from recoforge.models.neural.trainer import OPTIMIZERS, SCHEDULES, Trainer, make_optimizer
 from recoforge.models.params import ModelConfig, param, seed_param
 from recoforge.models.query import Query
 
@@ -266,9 +266,8 @@ class TorchRecommender(Recommender):
         with torch.enable_grad(), seeded_torch(seed, device):
             batches = self._batches(folded, history, seeds=Seeds.from_seed(seed),
                                     device=device, batch_size=history.nnz)
-            opt = torch.optim.Adam(list(own.values()),
-                                   lr=float(getattr(self.config, "fold_in_learning_rate",
-                                                    0.05)))
+            opt = make_optimizer("adam", list(own.values()),
+                                 float(getattr(self.config, "fold_in_learning_rate", 0.05)))
             for _ in range(steps):
                 for batch in batches:
                     opt.zero_grad(set_to_none=True)

@@ -3,7 +3,8 @@
 :class:`Trainer` runs mini-batch gradient descent on any module that defines
 ``calculate_loss(batch) -> scalar tensor`` over a batch source (see :mod:`.batches`):
 
-- optimisers by name: ``adam``, ``adamw``, ``adagrad``, ``sgd`` (with ``weight_decay``);
+- optimisers by name: ``adam``, ``adamw``, ``adagrad``, ``sgd`` (with ``weight_decay``),
+  torch's fused kernels when the parameters allow (same update rule, one kernel per step);
 - learning-rate schedules by name, stepped once per epoch: ``none``, ``step`` (times
   ``lr_gamma`` every ``lr_step`` epochs), ``cosine`` (to 0 over the epochs),
   ``exponential`` (times ``lr_gamma`` each epoch);
@@ -62,7 +63,17 @@ def make_optimizer(name: str, parameters: list[nn.Parameter], learning_rate: flo
         raise ConfigError(f"optimizer must be one of {list(OPTIMIZERS)}, got {name!r}")
     if not parameters:
         raise ConfigError("the module has no trainable parameters")
-    return classes[name](parameters, lr=learning_rate, weight_decay=weight_decay)
+    fused = _can_fuse(parameters)
+    return classes[name](parameters, lr=learning_rate, weight_decay=weight_decay,
+                         **({"fused": True} if fused else {}))
+
+
+def _can_fuse(parameters: list[nn.Parameter]) -> bool:
+    """Whether torch's fused optimiser kernels apply: dense floating-point parameters on
+    one CPU or CUDA device (one kernel per step instead of a loop of small ops)."""
+    devices = {p.device.type for p in parameters}
+    return (len(devices) == 1 and devices <= {"cpu", "cuda"}
+            and all(p.is_floating_point() and not p.is_sparse for p in parameters))
 
 
 def make_schedule(name: str, optimizer: torch.optim.Optimizer, epochs: int,
