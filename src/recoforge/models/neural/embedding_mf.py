@@ -96,18 +96,22 @@ class EmbeddingMFModule(nn.Module):
 
     def calculate_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         users, items = batch["users"], batch["items"]
-        positive = self.pair_scores(users, items)
-        penalty = losses.l2(self.user_embedding(users), self.item_embedding(items))
+        p, q = self.user_embedding(users), self.item_embedding(items)
+        b_u = self.user_bias(users)[:, 0]
+        positive = (p * q).sum(-1) + b_u + self.item_bias(items)[:, 0] + self.global_bias
+        penalty = losses.l2(p, q)
         if self.loss == "mse":
             fit = losses.mse(positive, batch["values"])
         else:
             negatives = batch["negatives"]
-            negative = self.pair_scores(users, negatives)
+            q_neg = self.item_embedding(negatives)
+            negative = (p.unsqueeze(1) * q_neg).sum(-1) \
+                + b_u.unsqueeze(1) + self.item_bias(negatives)[..., 0] + self.global_bias
             logits = torch.cat([positive.unsqueeze(1), negative], dim=1)
             labels = torch.zeros_like(logits)
             labels[:, 0] = 1.0
             fit = losses.bce_with_logits(logits, labels)
-            penalty = penalty + losses.l2(self.item_embedding(negatives)) / negatives.shape[1]
+            penalty = penalty + losses.l2(q_neg) / negatives.shape[1]
         return fit + self.regularization * penalty
 
 
