@@ -94,10 +94,12 @@ class InteractionBatches(BatchSource):
             order = torch.arange(self.n_rows)
         order_np = order.numpy()
         order = order.to(self.device)
+        # one gather per epoch; each batch is then a slice (a view, no copy)
+        users, items, values = self.users[order], self.items[order], self.values[order]
         for start in range(0, self.n_rows, self.batch_size):
-            rows = order[start:start + self.batch_size]
-            batch = {"users": self.users[rows], "items": self.items[rows],
-                     "values": self.values[rows]}
+            stop = start + self.batch_size
+            batch = {"users": users[start:stop], "items": items[start:stop],
+                     "values": values[start:stop]}
             if self.sampler is not None:
                 picked = order_np[start:start + self.batch_size]
                 negatives = self.sampler.draw(self.users_np[picked], self.items_np[picked],
