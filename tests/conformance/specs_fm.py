@@ -30,4 +30,7 @@ if importlib.util.find_spec("torch") is not None:
         ModelSpec("wide_deep", {**_SMALL, "layers": "32,16", "dropout": 0.0, "epochs": 20,
                                 "user_id": False}, hit_rate_floor=0.22,
                   history_matches_known_user=False),
+        ModelSpec("wide_deep", {**_SMALL, "layers": "32,16", "dropout": 0.0, "epochs": 20,
+                                "crosses": "all"}, hit_rate_floor=0.22,
+                  history_matches_known_user=False),
     ]

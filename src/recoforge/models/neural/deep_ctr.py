@@ -9,8 +9,11 @@ before each, a linear output):
   f_BI = 1/2 ((sum_f e_f)^2 - sum_f e_f^2) (element-wise squares; a k-vector);
 - DeepFM:   y = w(x) + sum_{f<g} <e_f, e_g> + h([e_1; ...; e_F]) (FM and deep part on
   shared embeddings);
-- Wide&Deep: y = w(x) + h([e_1; ...; e_F]) (the wide part is the linear model over
-  every field's features).
+- Wide&Deep: y = w(x) + x_u^T (W * M) x_i + h([e_1; ...; e_F]): the wide part is the
+  linear model over every field's features plus, with ``crosses``, the cross-product
+  features of chosen (user field, item field) pairs -- a weight W_ab for each pair of a
+  user feature a and an item feature b of crossed fields (M masks the other pairs), e.g.
+  gender x genre, the paper's memorisation of feature co-occurrences.
 
 Pair models (``scores_full_catalogue = False``): each splits into a user half and an item
 half computed once per user and once per candidate item (f_BI = S_u * S_i + P_u + P_i with
@@ -26,7 +29,8 @@ References
 He, Chua (2017), "Neural Factorization Machines for Sparse Predictive Analytics", SIGIR.
 Guo, Tang, Ye, Li, He (2017), "DeepFM: A Factorization-Machine based Neural Network for
 CTR Prediction", IJCAI.
-Cheng et al. (2016), "Wide & Deep Learning for Recommender Systems", DLRS.
+Cheng et al. (2016), "Wide & Deep Learning for Recommender Systems", DLRS (cross-product
+transformations: section 3.1).
 """
 
 from __future__ import annotations
@@ -36,7 +40,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from recoforge.models.neural.fields import FieldModule, linear, mlp
+from recoforge.errors import ConfigError
+from recoforge.models.neural.fields import FieldModule, cross_layout, linear, mlp
 from recoforge.models.neural.fm import FieldConfig, FieldRecommender
 from recoforge.models.neural.ncf import Dropout16, parse_layers
 from recoforge.models.params import param
@@ -63,6 +68,16 @@ class DeepFMConfig(NFMConfig):
 class WideDeepConfig(NFMConfig):
     layers: str = param("32,16,8", doc="MLP hidden sizes over the concatenated fields")
     dropout: float = param(0.1, ge=0.0, lt=1.0, doc="dropout before every MLP layer")
+    crosses: str = param("", doc="cross-product features of the wide part: '' (none), "
+                                 "'all' (every user field x every item field) or "
+                                 "'user_field*item_field,...' (e.g. 'gender*genres')")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for part in filter(None, (p.strip() for p in self.crosses.split(","))):
+            if part != "all" and part.count("*") != 1:
+                raise ConfigError(f"crosses: {part!r} is not 'user_field*item_field' "
+                                  f"(or 'all')")
 
 
 def _fm_parts(emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -113,25 +128,29 @@ class DeepModule(FieldModule):
         total, half = _fm_parts(emb)
         return total, half.sum(-1)
 
-    def user_half(self, emb: torch.Tensor, lin: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def user_half(self, emb: torch.Tensor, lin: torch.Tensor, *cross: torch.Tensor
+                  ) -> tuple[torch.Tensor, ...]:
         total, own = self._fm(emb)
         weight = self.first.weight[:, :self.user_width]
         hidden = self.drop(emb.reshape(len(emb), -1)) @ weight.T
-        return hidden, total, lin + own + self.bias + self.out.bias
+        return hidden, total, lin + own + self.bias + self.out.bias, *cross
 
-    def item_half(self, emb: torch.Tensor, lin: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def item_half(self, emb: torch.Tensor, lin: torch.Tensor, *cross: torch.Tensor
+                  ) -> tuple[torch.Tensor, ...]:
         total, own = self._fm(emb)
         weight = self.first.weight[:, self.user_width:]
         hidden = self.drop(emb.reshape(len(emb), -1)) @ weight.T + self.first.bias
-        return hidden, total, lin + own
+        return hidden, total, lin + own, *cross
 
     def combine(self, user: tuple[torch.Tensor, ...], item: tuple[torch.Tensor, ...]
                 ) -> torch.Tensor:
-        (h_u, s_u, c_u), (h_i, s_i, c_i) = user, item
+        (h_u, s_u, c_u, *x_u), (h_i, s_i, c_i, *x_i) = user, item
         hidden = self.deep(torch.relu(h_u.unsqueeze(1) + h_i))
         out = hidden @ self.out.weight[0] + c_u.unsqueeze(1) + c_i
         if self.fm_term:
             out = out + (s_u.unsqueeze(1) * s_i).sum(-1)
+        if x_u:  # wide crosses: x_u^T (W * M) x_i
+            out = out + (x_u[0].unsqueeze(1) * x_i[0]).sum(-1)
         return out
 
 
@@ -140,7 +159,11 @@ class _Deep(FieldRecommender):
 
     def _make_module(self, sizes: dict[str, Any]) -> FieldModule:
         cfg = self.config
-        return DeepModule(parse_layers(cfg.layers), cfg.dropout, self.fm_term, **sizes)
+        crosses = cross_layout(getattr(cfg, "crosses", ""), list(self.field_names_),
+                               self.user_field_starts_, self.user_feature_matrix_.shape[1],
+                               self.item_field_starts_, self.item_feature_matrix_.shape[1])
+        return DeepModule(parse_layers(cfg.layers), cfg.dropout, self.fm_term,
+                          crosses=crosses, **sizes)
 
 
 @register

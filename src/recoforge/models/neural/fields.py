@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from recoforge.data.features import FeatureMatrix
-from recoforge.errors import DataError
+from recoforge.errors import ConfigError, DataError
 from recoforge.models.neural import losses
 from recoforge.models.neural._torch import Seeds
 from recoforge.models.neural.batches import Batch, BatchSource
@@ -156,6 +156,68 @@ def bag_tensors(sides: list[tuple[SideRows, np.ndarray]], n_rows: int,
             torch.as_tensor(offsets, device=device))
 
 
+# --------------------------------------------------------------------------- crosses
+@dataclass
+class CrossLayout:
+    """Wide cross-product features x_u^T (W * M) x_i between user and item feature fields.
+
+    ``item_columns``: the item feature columns any cross reads (item feature space);
+    ``mask`` (n_user_features, len(item_columns)): 1 where a user feature's field is
+    crossed with the item column's field.
+    """
+
+    n_user_features: int
+    n_item_features: int
+    item_columns: np.ndarray
+    mask: np.ndarray
+
+
+def cross_layout(spec: str, names: list[str], user_starts: np.ndarray, n_user: int,
+                 item_starts: np.ndarray, n_item: int) -> CrossLayout | None:
+    """The :class:`CrossLayout` of ``spec``: "" (none), "all" (every user feature field
+    with every item feature field) or "a*b,c*d" (user field * item field, by the names of
+    the feature encoders' fields, e.g. "gender*genres"); ConfigError for unknown fields."""
+    spec = spec.strip()
+    if not spec:
+        return None
+    fields = [n for n in names if n.startswith(("user:", "item:"))]
+    ranges = {}
+    for side, starts, width in (("user", user_starts, n_user), ("item", item_starts, n_item)):
+        side_names = [n for n in fields if n.startswith(side + ":")]
+        ends = list(starts[1:]) + [width]
+        ranges.update({n: (int(a), int(b)) for n, a, b in zip(side_names, starts, ends)})
+    if spec == "all":
+        pairs = [(u, i) for u in ranges if u.startswith("user:")
+                 for i in ranges if i.startswith("item:")]
+    else:
+        pairs = []
+        for part in spec.split(","):
+            left, sep, right = (t.strip() for t in part.partition("*"))
+            if not sep:
+                raise ConfigError(f"crosses: {part.strip()!r} is not 'user_field*item_field'")
+            pairs.append((_cross_field(left, "user", ranges), _cross_field(right, "item",
+                                                                           ranges)))
+    if not pairs:
+        raise ConfigError("crosses='all' needs user and item feature fields; the data has "
+                          f"fields {fields}")
+    columns = np.unique(np.concatenate([np.arange(*ranges[i]) for _, i in pairs]))
+    position = {int(c): k for k, c in enumerate(columns)}
+    mask = np.zeros((n_user, len(columns)), np.float32)
+    for u, i in pairs:
+        cols = [position[c] for c in range(*ranges[i])]
+        mask[ranges[u][0]:ranges[u][1], cols] = 1.0
+    return CrossLayout(n_user, n_item, columns.astype(np.int64), mask)
+
+
+def _cross_field(name: str, side: str, ranges: dict[str, tuple[int, int]]) -> str:
+    full = name if name.startswith(side + ":") else f"{side}:{name}"
+    if full not in ranges:
+        known = sorted(n.split(":", 1)[1] for n in ranges if n.startswith(side + ":"))
+        raise ConfigError(f"crosses: {name!r} is not a {side} feature field; {side} fields: "
+                          f"{known}")
+    return full
+
+
 # --------------------------------------------------------------------------- batches
 class PairBatches(BatchSource):
     """Shuffled training rows (user, item, label) with their field bags.
@@ -214,7 +276,7 @@ class FieldModule(nn.Module):
 
     def __init__(self, n_users: int, n_items: int, n_features: int, n_user_fields: int,
                  n_item_fields: int, width: int, ids: tuple[bool, bool], loss: str,
-                 init_scale: float) -> None:
+                 init_scale: float, crosses: CrossLayout | None = None) -> None:
         super().__init__()
         self.ids, self.loss = ids, loss
         self.n_user_fields, self.n_item_fields = n_user_fields, n_item_fields
@@ -228,30 +290,53 @@ class FieldModule(nn.Module):
         with torch.no_grad():
             for table in (self.user_embedding, self.item_embedding):
                 table.weight.copy_(_table(table.weight.shape[0], width, init_scale))
+        self.crossed = crosses is not None
+        if crosses is not None:  # W: learned; the item rows of the cross table: fixed
+            n_cols = len(crosses.item_columns)
+            self.cross_weight = nn.Parameter(torch.zeros(crosses.n_user_features, n_cols))
+            select = torch.zeros(crosses.n_item_features, n_cols)
+            select[torch.as_tensor(crosses.item_columns), torch.arange(n_cols)] = 1.0
+            self.register_buffer("cross_mask", torch.as_tensor(crosses.mask), persistent=False)
+            self.register_buffer("cross_select", select, persistent=False)
+
+    def _cross_table(self) -> torch.Tensor:
+        """Rows of the global feature space: user features -> their crossed weights
+        W * M, item features -> their position among the crossed item columns."""
+        mask, select = cast(torch.Tensor, self.cross_mask), cast(torch.Tensor, self.cross_select)
+        return torch.cat([self.cross_weight * mask, select])
 
     def fields(self, users: torch.Tensor | None, items: torch.Tensor | None,
-               bags: tuple[torch.Tensor, ...]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+               bags: tuple[torch.Tensor, ...]) -> list[tuple[torch.Tensor, ...]]:
         """[(E, first-order)] of the user side (when ``users`` is given) and of the item
-        side (when ``items`` is given) of n rows; ``bags`` hold each row's feature bags
-        of the sides asked for (user fields first)."""
+        side (when ``items`` is given) of n rows, plus the side's crossed vector when the
+        module has crosses; ``bags`` hold each row's feature bags of the sides asked for
+        (user fields first)."""
         sides = [(users, self.n_user_fields, self.ids[0], self.user_embedding),
                  (items, self.n_item_fields, self.ids[1], self.item_embedding)]
         sides = [side for side in sides if side[0] is not None]
         n = len(cast(torch.Tensor, sides[0][0]))
         n_bags = sum(side[1] for side in sides)
-        feats = None
+        feats = cross = None
         if n_bags:
             idx, weights, offsets = bags
             feats = F.embedding_bag(idx, self.feature_embedding, offsets, mode="sum",
                                     per_sample_weights=weights).view(n, n_bags, -1)
-        out, start = [], 0
+            if self.crossed:
+                cross = F.embedding_bag(idx, self._cross_table(), offsets, mode="sum",
+                                        per_sample_weights=weights).view(n, n_bags, -1)
+        out: list[tuple[torch.Tensor, ...]] = []
+        start = 0
         for ids, n_side, use_id, table in sides:
             parts = [table(ids).unsqueeze(1)] if use_id else []
             if n_side and feats is not None:
                 parts.append(feats[:, start:start + n_side])
-            start += n_side
             both = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
-            out.append((both[..., :-1], both[..., -1].sum(1)))
+            side: tuple[torch.Tensor, ...] = (both[..., :-1], both[..., -1].sum(1))
+            if self.crossed:  # the side's crossed vector: x_u (W * M), or x_i selected
+                side += (cross[:, start:start + n_side].sum(1) if cross is not None
+                         and n_side else both.new_zeros(n, self.cross_weight.shape[1]),)
+            out.append(side)
+            start += n_side
         return out
 
     def user_half(self, emb: torch.Tensor, lin: torch.Tensor

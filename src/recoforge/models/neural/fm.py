@@ -249,7 +249,7 @@ class FieldRecommender(TorchRecommender):
             return module, module.user_half(*fields_)
 
     def _item_fields(self, module: FieldModule, items: np.ndarray
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
+                     ) -> tuple[torch.Tensor, ...]:
         device = module.bias.device
         side = self._sides(self.user_feature_matrix_)[1]
         bags = bag_tensors([(side, items)], len(items), device)
@@ -317,7 +317,7 @@ class FieldRecommender(TorchRecommender):
         module = cast(FieldModule, self.module)
         module.eval()
         with torch.no_grad():
-            emb, _ = self._item_fields(module, np.arange(self.item_feature_matrix_.shape[0]))
+            emb = self._item_fields(module, np.arange(self.item_feature_matrix_.shape[0]))[0]
         vectors = to_numpy(emb.sum(1))
         unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         return (unit[items] @ unit.T).astype(np.float32)
