@@ -14,12 +14,17 @@ torch = pytest.importorskip("torch")
 
 import recoforge as rf  # noqa: E402
 from recoforge.errors import ConfigError  # noqa: E402
+from recoforge.models.neural import losses  # noqa: E402
 from recoforge.models.neural.vae import (  # noqa: E402
     AlternatingBatches,
     HistoryBatches,
+    MixedPrecisionLinear,
     MultVAEModule,
     RecVAEModule,
+    SparseInput,
+    bag_multinomial_nll,
     bags,
+    dense_rows,
 )
 from tests.conformance.specs import taste_data  # noqa: E402
 
@@ -180,6 +185,7 @@ def test_save_load_round_trip(fitted, tmp_path: Path):
     ("recvae", {"n_dec_epochs": 0}), ("recvae", {"prior_wide_weight": 0.5}),
     ("recvae", {"prior_standard_weight": 2.0}), ("recvae", {"dropout": -0.1}),
     ("recvae", {"noise_scale": -1.0}), ("mult_vae", {"noise_scale": float("nan")}),
+    ("mult_vae", {"training_precision": "float16"}), ("recvae", {"training_precision": ""}),
 ])
 def test_bad_parameters_are_config_errors(name, params):
     with pytest.raises(ConfigError):
@@ -187,8 +193,6 @@ def test_bad_parameters_are_config_errors(name, params):
 
 
 def test_sparse_input_is_the_normalised_dense_layer():
-    from recoforge.models.neural.vae import SparseInput
-
     dense = (np.random.default_rng(1).random((5, 9)) < 0.4).astype(np.float32)
     dense[2] = 0.0  # an empty history
     layer = SparseInput(9, 4).eval()
@@ -213,3 +217,63 @@ def test_history_batches_visit_each_active_user_once():
             for row, (lo, hi) in enumerate(zip(batch["offsets"].numpy(), ends)):
                 rebuilt[row, batch["items"][lo:hi].numpy()] = 1.0
             np.testing.assert_array_equal(rebuilt, matrix[batch["users"].numpy()] > 0)
+
+
+def test_sparse_input_gradient_is_the_dense_layers():
+    # d/dW of sum(G * (normalize(X) @ W + b)) = normalize(X)^T G, with and without the
+    # batch's precomputed event rows and counts
+    dense = (np.random.default_rng(3).random((6, 11)) < 0.35).astype(np.float32)
+    dense[4] = 0.0
+    layer = SparseInput(11, 5)
+    upstream = torch.randn(6, 5, generator=torch.Generator().manual_seed(0))
+    batch = _bags(dense)
+    for given in (batch, {"items": batch["items"], "offsets": batch["offsets"]}):
+        layer.zero_grad(set_to_none=True)
+        (layer(**given) * upstream).sum().backward()
+        expected = torch.nn.functional.normalize(torch.as_tensor(dense), dim=-1).T @ upstream
+        torch.testing.assert_close(layer.weight.grad, expected)
+        torch.testing.assert_close(layer.bias.grad, upstream.sum(dim=0))
+
+
+def test_bag_likelihood_equals_the_dense_multinomial_nll():
+    rng = np.random.default_rng(4)
+    dense = (rng.random((7, 30)) < 0.3).astype(np.float32)
+    dense[0, :] = 0.0
+    dense[0, 3] = 1.0  # a one-event row
+    batch = _bags(dense)  # float32 counts against float64 logits
+    logits = torch.as_tensor(rng.normal(size=(7, 30)) * 3.0, dtype=torch.float64)
+    got_in = logits.clone().requires_grad_(True)
+    want_in = logits.clone().requires_grad_(True)
+    got = bag_multinomial_nll(got_in, batch)
+    want = losses.multinomial_nll(want_in, dense_rows(batch, 30).double())
+    torch.testing.assert_close(got, want)
+    (2.5 * got).backward()
+    (2.5 * want).backward()
+    torch.testing.assert_close(got_in.grad, want_in.grad)
+    assert torch.autograd.gradcheck(lambda x: bag_multinomial_nll(x, batch),
+                                    (logits.clone().requires_grad_(True),))
+
+
+def test_bfloat16_linear_trains_low_and_scores_in_float32():
+    layer = MixedPrecisionLinear(16, 40, low_precision=True)
+    x = torch.randn(8, 16, generator=torch.Generator().manual_seed(0))
+    exact = x @ layer.weight.T + layer.bias
+    rounded = x.bfloat16().float() @ layer.weight.bfloat16().float().T + layer.bias
+    got = layer.train()(x)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, rounded, rtol=1e-2, atol=1e-2)
+    assert not torch.equal(got, exact)
+    torch.testing.assert_close(layer.eval()(x), exact)  # scoring is float32
+    assert set(layer.state_dict()) == {"weight", "bias"}  # nn.Linear's layout
+
+
+@pytest.mark.parametrize("name", ["mult_vae", "recvae"])
+def test_bfloat16_training_is_reproducible_and_learns(name, taste):
+    params = {**PARAMS[name], "training_precision": "bfloat16"}
+    first = rf.create(name, **params).fit(taste[0])
+    again = rf.create(name, **params).fit(taste[0])
+    a, b = first.module.state_dict(), again.module.state_dict()
+    assert all(a[k].dtype == torch.float32 and torch.equal(a[k], b[k]) for k in a)
+    assert _hit_rate(first, taste[1]) > 0.22
+    exact = rf.create(name, **PARAMS[name]).fit(taste[0])
+    assert not np.array_equal(first.score(users=[0]), exact.score(users=[0]))

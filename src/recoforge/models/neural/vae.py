@@ -32,9 +32,18 @@ logits at z = mu (the mean of q(z|x)), computed from the query's history rows on
 users and known users with new events need no fold-in (``user_state = "history"``), and a
 stored user's history scores exactly as that user.
 
+The likelihood reads the rows as bags too (:func:`bag_multinomial_nll`: a logsumexp per
+row and a gather of the events' logits; its gradient ``(|x| softmax - x) / b`` is
+written into one block), so no dense history row is ever built. The dense layers (the
+decoder's ``-> n_items`` output layer, whose forward and two backward products are the
+bulk of a Mult-VAE step, and RecVAE's hidden layers) are float32, or bfloat16 while
+training with ``training_precision="bfloat16"`` (:class:`MixedPrecisionLinear`: float32
+parameters, biases, likelihood and scores, bfloat16-rounded products; several times
+faster where the hardware has bfloat16 units, slower where it has none).
+
 Memory: a training batch is dense on the output side, ``batch_size x n_items`` float32
-for the logits, their softmax gradient and the binary rows the likelihood reads (about 4
-such blocks); the input is O(nnz of the batch). Scoring holds blocks of at most
+for the logits, the logsumexp's temporary and the logits' gradient (about 3 such blocks);
+the input is O(nnz of the batch). Scoring holds blocks of at most
 :data:`.engine.SCORE_BLOCK_FLOATS` scores. Parameters: ``2 n_items hidden_dim``
 (Mult-VAE), ``n_items (hidden_dim + latent_dim)`` (RecVAE; twice the encoder's share
 while training, for the old encoder). Time per epoch: O(nnz hidden_dim + n_users n_items
@@ -72,6 +81,7 @@ from recoforge.models.params import param
 from recoforge.models.registry import register
 
 _LOG_2PI = math.log(2.0 * math.pi)
+PRECISIONS = ("float32", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -85,6 +95,11 @@ class _AutoencoderConfig(NeuralConfig):
     noise_scale: float = param(1.0, ge=0.0, le=100.0,
                                doc="std of the reparameterisation noise eps (1: the "
                                    "papers; RecBole uses 0.01)")
+    training_precision: str = param("float32", choices=PRECISIONS,
+                                    doc="the dense layers' products while training: "
+                                        "float32, or bfloat16 (faster on GPUs and CPUs "
+                                        "with AVX512-BF16/AMX, slower on older CPUs); "
+                                        "parameters, loss and scores stay float32")
 
 
 @dataclass(frozen=True)
@@ -128,9 +143,15 @@ def binary_matrix(matrix: sp.csr_matrix) -> sp.csr_matrix:
 
 
 def bags(matrix: sp.csr_matrix, device: torch.device) -> Batch:
-    """A CSR block's events as bags: ``items`` (nnz,) and ``offsets`` (n,) int64."""
+    """A CSR block's events as bags: ``items`` (nnz,) and ``offsets`` (n,) int64, with
+    ``event_rows`` (nnz,) int64 (each event's row) and ``n_events`` (n,) float32 (events
+    per row), read by the first layer and the likelihood."""
+    counts = np.diff(matrix.indptr)
+    rows = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
     return {"items": torch.as_tensor(matrix.indices.astype(np.int64), device=device),
-            "offsets": torch.as_tensor(matrix.indptr[:-1].astype(np.int64), device=device)}
+            "offsets": torch.as_tensor(matrix.indptr[:-1].astype(np.int64), device=device),
+            "event_rows": torch.as_tensor(rows, device=device),
+            "n_events": torch.as_tensor(counts.astype(np.float32), device=device)}
 
 
 def bag_rows(offsets: torch.Tensor, n_events: int) -> torch.Tensor:
@@ -140,11 +161,47 @@ def bag_rows(offsets: torch.Tensor, n_events: int) -> torch.Tensor:
 
 
 def dense_rows(batch: Batch, n_items: int) -> torch.Tensor:
-    """The batch's binary history rows, dense (b, n_items) float32 (for the loss)."""
+    """The batch's binary history rows, dense (b, n_items) float32."""
     items, offsets = batch["items"], batch["offsets"]
     rows = torch.zeros(len(offsets), n_items, device=items.device)
     rows[bag_rows(offsets, len(items)), items] = 1.0
     return rows
+
+
+class _BagMultinomialNLL(torch.autograd.Function):
+    """-mean_u (sum_{i in x_u} l_ui - |x_u| logsumexp_j l_uj) with the rows x as bags.
+
+    Forward: one logsumexp over the logits and a gather of the nnz event logits; backward:
+    ``(|x_u| softmax(l_u) - x_u) / b`` written into one block (the softmax, then the
+    events subtracted in place). Saves the logits (b, n_items), as log_softmax would."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, logits: torch.Tensor,
+                flat_events: torch.Tensor, n_events: torch.Tensor) -> torch.Tensor:
+        lse = torch.logsumexp(logits, dim=-1)
+        picked = logits.reshape(-1).index_select(0, flat_events).sum()
+        ctx.save_for_backward(logits, lse, flat_events, n_events)
+        return (torch.dot(n_events.to(lse.dtype), lse) - picked) / logits.shape[0]
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor
+                 ) -> tuple[torch.Tensor, None, None]:
+        logits, lse, flat_events, n_events = ctx.saved_tensors  # type: ignore[attr-defined]
+        scale = grad / logits.shape[0]
+        out = torch.exp(logits - lse.unsqueeze(-1))
+        out.mul_((n_events.to(out.dtype) * scale).unsqueeze(-1))
+        flat = out.view(-1)
+        flat.index_put_((flat_events,), -scale.expand(len(flat_events)), accumulate=True)
+        return out, None, None
+
+
+def bag_multinomial_nll(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """:func:`.losses.multinomial_nll` of ``logits`` (b, n_items) against the batch's
+    binary rows given as bags (``items``, ``event_rows``, ``n_events``), never building
+    the dense rows: O(b n_items) for the logsumexp and the gradient, O(nnz) for the rest."""
+    flat = batch["event_rows"] * logits.shape[-1] + batch["items"]
+    return cast(torch.Tensor, _BagMultinomialNLL.apply(logits.contiguous(), flat,
+                                                       batch["n_events"]))
 
 
 class SparseInput(nn.Module):
@@ -158,15 +215,36 @@ class SparseInput(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_dim))
         nn.init.xavier_normal_(self.weight)
 
-    def forward(self, items: torch.Tensor, offsets: torch.Tensor,
-                dropout: float = 0.0) -> torch.Tensor:
-        rows = bag_rows(offsets, len(items))
-        counts = torch.bincount(rows, minlength=len(offsets)).clamp_min(1)
-        weights = torch.rsqrt(counts.to(self.weight.dtype))[rows]
+    def forward(self, items: torch.Tensor, offsets: torch.Tensor, dropout: float = 0.0,
+                event_rows: torch.Tensor | None = None, n_events: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        if event_rows is None or n_events is None:
+            event_rows = bag_rows(offsets, len(items))
+            n_events = torch.bincount(event_rows, minlength=len(offsets)).to(self.weight.dtype)
+        weights = torch.rsqrt(n_events.clamp_min(1.0).to(self.weight.dtype))[event_rows]
         weights = F.dropout(weights, dropout, training=self.training and dropout > 0)
         summed = F.embedding_bag(items, self.weight, offsets, mode="sum",
                                  per_sample_weights=weights)
         return summed + self.bias
+
+
+class MixedPrecisionLinear(nn.Linear):
+    """A dense layer (an ``nn.Linear``, same state dict) whose products may run in
+    bfloat16 while training (``low_precision``): the input and weight are rounded to
+    bfloat16 for the forward product (and so for both products of the backward), the
+    float32 bias is added to the float32 result. Parameters stay float32 (Adam updates
+    them in full precision); in eval mode the layer is float32."""
+
+    def __init__(self, in_features: int, out_features: int, low_precision: bool = False
+                 ) -> None:
+        super().__init__(in_features, out_features)
+        self.low_precision = low_precision
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and self.low_precision):
+            return cast(torch.Tensor, super().forward(x))
+        low = torch.bfloat16
+        return F.linear(x.to(low), self.weight.to(low)).float() + self.bias
 
 
 def sample(mu: torch.Tensor, logvar: torch.Tensor, training: bool,
@@ -194,13 +272,15 @@ class MultVAEModule(nn.Module):
     ``offsets`` (the batch's histories as bags, see :class:`HistoryBatches`)."""
 
     def __init__(self, n_items: int, hidden_dim: int, latent_dim: int, dropout: float,
-                 anneal_cap: float, total_anneal_steps: int, noise_scale: float = 1.0
-                 ) -> None:
+                 anneal_cap: float, total_anneal_steps: int, noise_scale: float = 1.0,
+                 low_precision: bool = False) -> None:
         super().__init__()
         self.encoder_input = SparseInput(n_items, hidden_dim)
-        self.encoder = nn.Sequential(nn.Tanh(), nn.Linear(hidden_dim, 2 * latent_dim))
-        self.decoder = nn.Sequential(nn.Linear(latent_dim, hidden_dim), nn.Tanh(),
-                                     nn.Linear(hidden_dim, n_items))
+        low = low_precision
+        self.encoder = nn.Sequential(nn.Tanh(),
+                                     MixedPrecisionLinear(hidden_dim, 2 * latent_dim, low))
+        self.decoder = nn.Sequential(MixedPrecisionLinear(latent_dim, hidden_dim, low),
+                                     nn.Tanh(), MixedPrecisionLinear(hidden_dim, n_items, low))
         self.apply(_xavier)
         self.n_items, self.latent_dim, self.dropout = n_items, latent_dim, dropout
         self.noise_scale = noise_scale
@@ -214,7 +294,8 @@ class MultVAEModule(nn.Module):
         return self.constant_beta if self.annealing is None else self.annealing.beta
 
     def encode(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        hidden = self.encoder_input(batch["items"], batch["offsets"], self.dropout)
+        hidden = self.encoder_input(batch["items"], batch["offsets"], self.dropout,
+                                    batch.get("event_rows"), batch.get("n_events"))
         out = self.encoder(hidden)
         return out[:, :self.latent_dim], out[:, self.latent_dim:]
 
@@ -226,7 +307,7 @@ class MultVAEModule(nn.Module):
         beta = self.constant_beta if self.annealing is None else self.annealing.step()
         mu, logvar = self.encode(batch)
         logits = self.decoder(sample(mu, logvar, self.training, self.noise_scale))
-        nll = losses.multinomial_nll(logits, dense_rows(batch, self.n_items))
+        nll = bag_multinomial_nll(logits, batch)
         return nll + beta * losses.kl_normal(mu, logvar)
 
 
@@ -234,17 +315,21 @@ class ResidualEncoder(nn.Module):
     """RecVAE's encoder: five dense layers (swish, layer norm eps 0.1), each fed the sum
     of all earlier layers' outputs; then linear heads for mu and logvar."""
 
-    def __init__(self, n_items: int, hidden_dim: int, latent_dim: int) -> None:
+    def __init__(self, n_items: int, hidden_dim: int, latent_dim: int,
+                 low_precision: bool = False) -> None:
         super().__init__()
+        low = low_precision
         self.first = SparseInput(n_items, hidden_dim)
-        self.layers = nn.ModuleList([nn.Linear(hidden_dim, hidden_dim) for _ in range(4)])
+        self.layers = nn.ModuleList([MixedPrecisionLinear(hidden_dim, hidden_dim, low)
+                                     for _ in range(4)])
         self.norms = nn.ModuleList([nn.LayerNorm(hidden_dim, eps=0.1) for _ in range(5)])
-        self.mu = nn.Linear(hidden_dim, latent_dim)
-        self.logvar = nn.Linear(hidden_dim, latent_dim)
+        self.mu = MixedPrecisionLinear(hidden_dim, latent_dim, low)
+        self.logvar = MixedPrecisionLinear(hidden_dim, latent_dim, low)
 
     def forward(self, batch: Batch, dropout: float = 0.0
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.norms[0](F.silu(self.first(batch["items"], batch["offsets"], dropout)))
+        h = self.norms[0](F.silu(self.first(batch["items"], batch["offsets"], dropout,
+                                            batch.get("event_rows"), batch.get("n_events"))))
         skip = h
         for layer, norm in zip(self.layers, self.norms[1:], strict=True):
             h = norm(F.silu(layer(h) + skip))
@@ -260,10 +345,10 @@ class RecVAEModule(nn.Module):
 
     def __init__(self, n_items: int, hidden_dim: int, latent_dim: int, dropout: float,
                  gamma: float, beta: float, prior_weights: tuple[float, float, float],
-                 noise_scale: float = 1.0) -> None:
+                 noise_scale: float = 1.0, low_precision: bool = False) -> None:
         super().__init__()
-        self.encoder = ResidualEncoder(n_items, hidden_dim, latent_dim)
-        self.decoder = nn.Linear(latent_dim, n_items)
+        self.encoder = ResidualEncoder(n_items, hidden_dim, latent_dim, low_precision)
+        self.decoder = MixedPrecisionLinear(latent_dim, n_items, low_precision)
         self.apply(_xavier)
         self.n_items, self.dropout, self.gamma, self.beta = n_items, dropout, gamma, beta
         self.noise_scale = noise_scale
@@ -301,24 +386,24 @@ class RecVAEModule(nn.Module):
     def calculate_loss(self, batch: Batch) -> torch.Tensor:
         decoding = bool(batch["decoder_phase"])
         self.set_phase("decoder" if decoding else "encoder")
-        rows = dense_rows(batch, self.n_items)
         if decoding:
             with torch.no_grad():
                 mu, logvar = self.encoder(batch)
                 z = sample(mu, logvar, self.training, self.noise_scale)
-            return losses.multinomial_nll(self.decoder(z), rows)
+            return bag_multinomial_nll(self.decoder(z), batch)
         mu, logvar = self.encoder(batch, self.dropout)
         z = sample(mu, logvar, self.training, self.noise_scale)
-        weight = self.gamma * rows.sum(dim=-1) if self.gamma > 0 else self.beta
+        weight = self.gamma * batch["n_events"] if self.gamma > 0 else self.beta
         kl = (log_normal(z, mu, logvar) - self.composite_prior(batch, z)).sum(dim=-1)
-        return losses.multinomial_nll(self.decoder(z), rows) + torch.mean(kl * weight)
+        return bag_multinomial_nll(self.decoder(z), batch) + torch.mean(kl * weight)
 
 
 # ---------------------------------------------------------------------------- batches
 class HistoryBatches(BatchSource):
     """Shuffled users with at least one event, their binary histories as bags: keys
-    ``users`` (b,), ``items`` (nnz,) and ``offsets`` (b,) int64 (the engine's
-    :class:`~.batches.UserBatches` with sparse rows; no dense input block)."""
+    ``users`` (b,), ``items`` (nnz,) and ``offsets`` (b,) int64, ``event_rows`` and
+    ``n_events`` (see :func:`bags`): the engine's :class:`~.batches.UserBatches` with
+    sparse rows, no dense block."""
 
     def __init__(self, matrix: sp.csr_matrix, batch_size: int, generator: torch.Generator,
                  device: torch.device) -> None:
@@ -381,7 +466,8 @@ class MultVAE(_HistoryAutoencoder):
     def _build_module(self, n_users: int, n_items: int) -> nn.Module:
         cfg = self.config
         return MultVAEModule(n_items, cfg.hidden_dim, cfg.latent_dim, cfg.dropout,
-                             cfg.anneal_cap, cfg.total_anneal_steps, cfg.noise_scale)
+                             cfg.anneal_cap, cfg.total_anneal_steps, cfg.noise_scale,
+                             cfg.training_precision == "bfloat16")
 
     def _fit(self, data: Dataset) -> None:
         super()._fit(data)
@@ -401,7 +487,8 @@ class RecVAE(_HistoryAutoencoder):
         weights = (cfg.prior_standard_weight, cfg.prior_posterior_weight,
                    cfg.prior_wide_weight)
         return RecVAEModule(n_items, cfg.hidden_dim, cfg.latent_dim, cfg.dropout,
-                            cfg.gamma, cfg.beta, weights, cfg.noise_scale)
+                            cfg.gamma, cfg.beta, weights, cfg.noise_scale,
+                            cfg.training_precision == "bfloat16")
 
     def _batches(self, module: nn.Module, matrix: sp.csr_matrix, *, seeds: Seeds,
                  device: torch.device, batch_size: int) -> BatchSource:
