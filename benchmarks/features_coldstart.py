@@ -18,17 +18,27 @@ model on index-level top-10 lists. Fit seconds are wall time of ``fit`` on this 
 The hybrids blend ``ease``, ``content`` on the genres, ``content`` on the title words and
 ``feature_popularity`` (segmented by history length, with separate weights for items
 without training events), all tuned on a validation split carved from the training part;
-one stacked variant adds ``two_tower`` (20 epochs) as a fifth component.
+one stacked variant adds ``item_knn`` and ``two_tower``. ``two_tower`` runs twice: trained
+on whole histories (best for cold and warm items on validation), and on random
+20-item samples of them (``history_sample``: best for short users on validation).
 Everyone gets the same features: items = genres (multi-label) + TF-IDF of the title
-words, users = gender, age group, occupation (one-hot). LightFM runs in its own venv
-(``benchmarks/peers/lightfm_runner.py``, WARP, 64 components, lr 0.05, 30 epochs, 2
-threads) twice: with an indicator feature per user and item (LightFM's hybrid default)
-and on the attribute features alone (its cold-start set-up); the table shows both.
+words + the release year bucketised (five-year bins from 1970, decades before, "<1940";
+the year is also a title word, but a bin groups neighbouring years), users = gender, age
+group, occupation (one-hot). LightFM runs in its own venv
+(``benchmarks/peers/lightfm_runner.py``, WARP, 64 components, lr 0.05, 30 epochs) on one
+thread by default (its Hogwild updates are not deterministic with more), twice: with an
+indicator feature per user and item (LightFM's hybrid default) and on the attribute
+features alone (its cold-start set-up); the table shows both. Run with
+``RECOFORGE_NUM_THREADS=1`` so that our models get one thread too.
+
+Hyperparameters were chosen with ``--validation``: the same kind of split carved from the
+training part (seed 1), the test part never read.
 
 Run (opt-in, not part of the test suite)::
 
-    .venv/bin/python benchmarks/features_coldstart.py [--dataset ml-1m] \\
-        [--lightfm /tmp/lightfm/bin/python] [--models LABELS]
+    RECOFORGE_NUM_THREADS=1 .venv/bin/python benchmarks/features_coldstart.py \\
+        [--dataset ml-1m] [--lightfm /tmp/lightfm/bin/python] [--models LABELS] \\
+        [--validation] [--lightfm-cache DIR] [--lightfm-threads N] [--no-year]
 
 Writes benchmarks/results/features.md.
 """
@@ -36,8 +46,10 @@ Writes benchmarks/results/features.md.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import platform
+import shutil
 import subprocess
 import tempfile
 import time
@@ -51,6 +63,7 @@ import scipy.sparse as sp
 import recoforge as rf
 from recoforge.data import Dataset, IdIndex, Interactions, build_features
 from recoforge.data.split import Split
+from recoforge.threads import get_num_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = Path(os.environ.get("RECOFORGE_DATASETS", ROOT.parent / "shared" / "datasets"))
@@ -60,6 +73,10 @@ GROUPS = ("cold_items", "warm", "short")
 #: our models in the run: (label, name, params)
 HYBRID_PARTS = ('ease;content(block_weights={"title": 0.0});'
                 'content(block_weights={"genres": 0.0});feature_popularity')
+#: chosen on the validation split (``--validation``, ML-1M): lr 0.003 over 0.001 and 20
+#: epochs (cold and warm items), a hidden ReLU layer of 128 over linear towers (all
+#: three questions), cosine similarity (worse everywhere)
+TWO_TOWER = "two_tower(epochs=10,embedding_dim=64,learning_rate=0.003,layers=128,seed=0)"
 MODELS = [
     ("content", "content", {}),
     ("feature_popularity", "feature_popularity", {}),
@@ -68,18 +85,21 @@ MODELS = [
     ("hybrid stacking", "hybrid",
      {"components": HYBRID_PARTS, "mode": "stacking", "segmented": True, "cold_items": True,
       "seed": 0}),
-    ("hybrid stacking + two_tower", "hybrid",
-     {"components": HYBRID_PARTS + ";two_tower(epochs=20,embedding_dim=64,seed=0)",
+    ("hybrid stacking + item_knn + two_tower", "hybrid",
+     {"components": HYBRID_PARTS + ";item_knn(k=100);" + TWO_TOWER,
       "mode": "stacking", "segmented": True, "cold_items": True, "seed": 0}),
     ("feature_mf", "feature_mf", {"epochs": 10, "embedding_dim": 64, "seed": 0}),
-    ("two_tower", "two_tower", {"epochs": 10, "embedding_dim": 64, "seed": 0}),
+    ("two_tower", "two_tower",
+     {"epochs": 10, "embedding_dim": 64, "learning_rate": 0.003, "layers": "128", "seed": 0}),
+    ("two_tower (history_sample=20)", "two_tower",
+     {"epochs": 10, "embedding_dim": 64, "history_sample": 20, "seed": 0}),
     ("ease (reference: no features)", "ease", {}),
 ]
 LIGHTFM = {"epochs": 30, "components": 64, "learning_rate": 0.05}
 
 
 # ---------------------------------------------------------------------- data and split
-def load(name: str) -> Dataset:
+def load(name: str, year_buckets: bool = True) -> Dataset:
     """Positive events (rating >= 4) with item and user features."""
     from recoforge.data.movielens import load_movielens
 
@@ -94,13 +114,32 @@ def load(name: str) -> Dataset:
     shuffled = np.random.default_rng(1).permutation(data.item_index.ids)
     inter = Interactions.from_frame(frame, item_index=IdIndex(shuffled, name="item"))
     assert data.item_info is not None and data.user_info is not None
-    items = build_features(data.item_info, inter.item_index, text=["title"],
-                           multilabel={"genres": r"\|"})
+    info = data.item_info
+    categorical = []
+    if year_buckets:  # a bucketised release year: one more attribute, for LightFM too
+        info = info.assign(period=_period(info["year"]))
+        categorical = ["period"]
+    items = build_features(info, inter.item_index, text=["title"],
+                           multilabel={"genres": r"\|"}, categorical=categorical)
     users = build_features(data.user_info, inter.user_index,
                            categorical=[c for c in ("gender", "age_group", "occupation")
                                         if c in data.user_info.columns])
     return Dataset(inter, item_features=items, user_features=users, item_info=data.item_info,
                    user_info=data.user_info, name=name)
+
+
+def _period(years: pd.Series) -> pd.Series:
+    """Release year as a category: five-year bins from 1970, decades before, "<1940"."""
+    out = []
+    for year in years:
+        if pd.isna(year):
+            out.append(None)
+        elif year < 1940:
+            out.append("<1940")
+        else:
+            width = 5 if year >= 1970 else 10
+            out.append(str(int(year) // width * width))
+    return pd.Series(out, index=years.index, dtype=object)
 
 
 def make_split(data: Dataset, seed: int = 0, cold_fraction: float = 0.1,
@@ -194,7 +233,10 @@ def _csr_arrays(prefix: str, matrix: sp.spmatrix) -> dict:
             f"{prefix}_indptr": m.indptr, f"{prefix}_shape": np.array(m.shape)}
 
 
-def lightfm(python: str, split: Split, groups: dict, identity: bool, work: Path) -> dict:
+def lightfm(python: str, split: Split, groups: dict, identity: bool, work: Path,
+            threads: int = 1, cache: Path | None = None) -> dict:
+    """LightFM's row; with ``cache``, top lists of an identical earlier run (same
+    payload and settings) are reused (a dev-loop shortcut, never for the committed table)."""
     train = split.train
     binary = train.matrix().copy()
     binary.data[:] = 1.0
@@ -211,13 +253,21 @@ def lightfm(python: str, split: Split, groups: dict, identity: bool, work: Path)
     payload["queries"] = np.concatenate(queries)
     source, result = work / "lightfm_in.npz", work / "lightfm_out.npz"
     np.savez(source, **payload)
-    command = [python, str(ROOT / "benchmarks" / "peers" / "lightfm_runner.py"),
-               "--input", str(source), "--output", str(result),
-               "--epochs", str(LIGHTFM["epochs"]), "--components", str(LIGHTFM["components"]),
-               "--learning-rate", str(LIGHTFM["learning_rate"]), "--threads", "2"]
+    settings = ["--epochs", str(LIGHTFM["epochs"]), "--components", str(LIGHTFM["components"]),
+                "--learning-rate", str(LIGHTFM["learning_rate"]), "--threads", str(threads)]
     if identity:
-        command.append("--identity")
-    subprocess.run(command, check=True)
+        settings.append("--identity")
+    digest = hashlib.sha256(source.read_bytes() + " ".join(settings).encode()).hexdigest()[:16]
+    cached = None if cache is None else cache / f"lightfm_{digest}.npz"
+    if cached is not None and cached.exists():
+        result = cached
+    else:
+        subprocess.run([python, str(ROOT / "benchmarks" / "peers" / "lightfm_runner.py"),
+                        "--input", str(source), "--output", str(result), *settings],
+                       check=True)
+        if cached is not None:
+            cache.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(result, cached)
     out = np.load(result)
     label = "LightFM WARP, " + ("indicators + features" if identity else "features only")
     row = {"model": label, "fit_s": float(out["fit_seconds"])}
@@ -274,25 +324,46 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(m[0] for m in MODELS),
                         help="comma-separated labels of our models to run")
     parser.add_argument("--no-lightfm", action="store_true")
+    parser.add_argument("--lightfm-threads", type=int, default=1,
+                        help="LightFM threads (1: deterministic; more: Hogwild)")
+    parser.add_argument("--lightfm-cache", type=Path, default=None,
+                        help="folder reusing LightFM runs of the same payload (dev loop)")
+    parser.add_argument("--validation", action="store_true",
+                        help="tune: run on the same kind of split carved from the training "
+                             "part (seed 1), print only; the test part is never read")
+    parser.add_argument("--no-year", action="store_true",
+                        help="leave the bucketised release year out of the item features")
     args = parser.parse_args()
     wanted = set(args.models.split(","))
     unknown = wanted - {m[0] for m in MODELS}
     if unknown:  # a label with a comma would be split and silently dropped
         parser.error(f"--models: unknown labels {sorted(unknown)}")
-    data = load(args.dataset)
+    data = load(args.dataset, year_buckets=not args.no_year)
     split, groups = make_split(data)
+    if args.validation:
+        split, groups = make_split(split.train, seed=1)
     print(split, {g: len(v["users"]) for g, v in groups.items()}, flush=True)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for identity in () if args.no_lightfm else (True, False):
-            rows.append(lightfm(args.lightfm, split, groups, identity, Path(tmp)))
+            rows.append(lightfm(args.lightfm, split, groups, identity, Path(tmp),
+                                args.lightfm_threads, args.lightfm_cache))
             print(rows[-1], flush=True)
     for label, name, params in MODELS:
         if label in wanted:
             rows.append(ours(label, name, params, split, groups))
             print(rows[-1], flush=True)
     frame = pd.DataFrame(rows)
-    command = "python benchmarks/features_coldstart.py --dataset " + args.dataset
+    if args.validation:
+        print(frame.to_string(), "\n", "\n".join(targets(frame)))
+        return
+    command = (f"RECOFORGE_NUM_THREADS={get_num_threads()} python "
+               f"benchmarks/features_coldstart.py --dataset {args.dataset}")
+    for flag in ("no_year", "no_lightfm"):
+        command += f" --{flag.replace('_', '-')}" if getattr(args, flag) else ""
+    command += f" --lightfm-threads {args.lightfm_threads}"
+    if args.lightfm_cache is not None:
+        command += " --lightfm-cache (LightFM rows reused from an identical earlier run)"
     if args.models != parser.get_default("models"):
         command += f" --models '{args.models}'"
     write_section(args.dataset, to_markdown(frame, args.dataset, split, groups, command))

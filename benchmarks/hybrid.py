@@ -8,13 +8,15 @@ ranks the warm items for the test users (training items excluded); NDCG@10 by th
 function for every model, over all test users and over the short-history users alone.
 
 The 5-component hybrids blend ease, item_knn, content on the genres, content on the title
-words and feature_popularity. The hybrids tune their blend on a validation split they
-carve from the training part (``validation_fraction`` of 2,000 sampled users' events),
+words and feature_popularity (item features: genres, title words and the bucketised
+release year, see features_coldstart.py; the year block stays in both content
+variants). The hybrids tune their blend on a validation split they carve from the
+training part (``validation_fraction`` of 2,000 sampled users' events),
 never on the test split, then refit their components on the whole training part.
 
 Run (opt-in, not part of the test suite)::
 
-    .venv/bin/python benchmarks/hybrid.py [--dataset ml-1m]
+    RECOFORGE_NUM_THREADS=1 .venv/bin/python benchmarks/hybrid.py [--dataset ml-1m]
 
 Writes benchmarks/results/hybrid.md.
 """
@@ -31,6 +33,7 @@ from pathlib import Path
 import pandas as pd
 
 import recoforge as rf
+from recoforge.threads import get_num_threads
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from features_coldstart import K, load, make_split, ndcg  # noqa: E402
@@ -125,7 +128,8 @@ def main() -> None:
             rows.append({"kind": kind, **run(label, name, params, split, groups)})
             print(rows[-1], flush=True)
     frame = pd.DataFrame(rows)
-    command = "python benchmarks/hybrid.py --dataset " + args.dataset
+    command = (f"RECOFORGE_NUM_THREADS={get_num_threads()} python benchmarks/hybrid.py "
+               f"--dataset {args.dataset}")
     if skip:
         command += " --skip '" + ",".join(sorted(skip)) + "'"
     RESULTS.write_text(to_markdown(frame, args.dataset, split, command))

@@ -16,7 +16,12 @@ import torch  # noqa: E402
 import recoforge as rf  # noqa: E402
 from recoforge.data import Dataset  # noqa: E402
 from recoforge.errors import ConfigError  # noqa: E402
-from recoforge.models.neural.towers import csr_bag, leave_one_out, mean_rows  # noqa: E402
+from recoforge.models.neural.towers import (  # noqa: E402
+    csr_bag,
+    leave_one_out,
+    mean_rows,
+    sampled_history,
+)
 from recoforge.models.query import Query  # noqa: E402
 from tests.conformance.specs import taste_data  # noqa: E402
 
@@ -51,11 +56,41 @@ def test_leave_one_out_drops_the_target_and_averages_the_rest():
     table = torch.nn.EmbeddingBag(4, 4, mode="sum")
     torch.nn.init.eye_(table.weight)
     bags = leave_one_out(binary, np.diff(binary.indptr), sp.identity(4, format="csr"),
-                         np.array([0, 1]), np.array([2, 1]), torch.device("cpu"))
-    out = sum(table(*bag[:2], per_sample_weights=bag[2]) for bag in bags)
-    np.testing.assert_allclose(out.detach().numpy(), [[0.5, 0.5, 0, 0], [0, 0, 0, 0]],
-                               atol=1e-7)
+                         np.array([1, 0, 0]), np.array([1, 2, 0]), torch.device("cpu"))
+    shared, rows = bags[0]
+    own = bags[1]
+    out = table(*shared[:2], per_sample_weights=shared[2])[rows] \
+        + table(*own[:2], per_sample_weights=own[2])
+    assert len(shared[1]) == 2  # user 0's history summed once for its two rows
+    np.testing.assert_allclose(out.detach().numpy(), [[0, 0, 0, 0], [0.5, 0.5, 0, 0],
+                                                      [0, 0.5, 0.5, 0]], atol=1e-7)
     np.testing.assert_allclose(mean_rows(binary).toarray().sum(axis=1), [1, 1])
+
+
+def test_sampled_history_is_leave_one_out_when_short_and_a_sample_of_the_rest():
+    binary = sp.csr_matrix(np.array([[1, 1, 1, 0, 0, 0], [0, 1, 0, 0, 0, 0],
+                                     [1, 1, 1, 1, 1, 1]], dtype=np.float32))
+    table = torch.nn.EmbeddingBag(6, 6, mode="sum")
+    torch.nn.init.eye_(table.weight)
+    rng = np.random.default_rng(0)
+    idx, offsets, weights = sampled_history(binary, np.array([0, 1, 2]), np.array([2, 1, 0]),
+                                            2, rng, torch.device("cpu"))
+    out = table(idx, offsets, per_sample_weights=weights).detach().numpy()
+    np.testing.assert_allclose(out[:2], [[0.5, 0.5, 0, 0, 0, 0], [0] * 6], atol=1e-7)
+    assert np.diff(offsets.numpy()).tolist() == [3, 1]  # whole histories of rows 0 and 1
+    assert len(idx) - int(offsets[2]) == 2  # row 2: two draws from six items
+    assert out[2, 0] == 0.0 and out[2].sum() == pytest.approx(1.0)  # target never read
+
+
+def test_history_sample_trains_and_untrained_items_get_zero_id_rows(data):
+    frame = data.interactions.to_frame()
+    item = data.item_index.ids[0]
+    lean = data.subset((frame["item"] != item).to_numpy())
+    model = rf.create("two_tower", history_sample=3, **FAST).fit(lean)
+    assert model.loss_history_[-1] < model.loss_history_[0]
+    weights = [model.module.item.bags[0].weight, model.module.query.bags[0].weight]
+    assert all(float(w[0].detach().abs().sum()) == 0.0 for w in weights)
+    assert all(float(w[1:].detach().abs().sum(dim=1).min()) > 0.0 for w in weights)
 
 
 def test_loss_falls_and_scores_are_query_dot_item_vectors(model, data):

@@ -5,7 +5,11 @@
   and never a dense (batch x n_features) block;
 - :class:`Tower`: a first layer summing any number of sparse inputs (one
   ``EmbeddingBag(mode="sum")`` each: concatenation followed by a linear layer), then ReLU
-  layers, then an optional L2 normalisation of the output;
+  layers, then an optional L2 normalisation of the output; an input is a bag per row, or
+  a bag per distinct row gathered to the rows (:data:`Gathered`: a user's history summed
+  once however many of the batch's events are theirs);
+- :func:`leave_one_out`, :func:`sampled_history`: the history input of a training row
+  without the row's own item (all of the history, or a random sample of it);
 - :class:`FeatureBatches`: interaction batches (see :mod:`.batches`) with extra tensors
   added per batch by the model (feature bags of the batch's users and items);
 - :func:`grow_rows`: new rows appended to an item table (items added after training);
@@ -35,8 +39,10 @@ from recoforge.models.params import param
 
 #: (indices, offsets, per-sample weights) of an EmbeddingBag call
 Bag = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+#: a bag computed once per distinct row, then read by each output row: (bag, rows)
+Gathered = tuple[Bag, torch.Tensor]
 #: one tower input: a bag, bags through the same table (summed), or nothing
-Input = Bag | list[Bag] | None
+Input = Bag | Gathered | list[Bag | Gathered] | None
 
 
 @dataclass(frozen=True)
@@ -92,16 +98,21 @@ def mean_rows(history: sp.csr_matrix) -> sp.csr_matrix:
 
 
 def leave_one_out(sums: sp.csr_matrix, counts: np.ndarray, own: sp.csr_matrix,
-                  users: np.ndarray, items: np.ndarray, device: torch.device) -> list[Bag]:
+                  users: np.ndarray, items: np.ndarray,
+                  device: torch.device) -> list[Bag | Gathered]:
     """Bags of the mean of z_j over a user's history without the row's target item i,
     (S_u - z_i) / max(n_u - 1, 1): no event predicts itself from its own presence.
 
     ``sums`` holds S_u = sum over the history of z_j (users x width: the binary history
     itself for item ids, history @ X for item features), ``counts`` the n_u, ``own`` the
-    z_i rows (items x width). Two bags through one table; O(nnz of the rows) per batch.
+    z_i rows (items x width). Two bags through one table; S_u is summed once per distinct
+    user of the batch (:data:`Gathered`), so O(nnz of the distinct users' rows) per batch.
     """
+    distinct, inverse = np.unique(np.asarray(users, dtype=np.int64), return_inverse=True)
+    shared = csr_bag(sums, distinct, device, 1.0 / np.maximum(counts[distinct] - 1, 1))
     scale = 1.0 / np.maximum(counts[users] - 1, 1)
-    return [csr_bag(sums, users, device, scale), csr_bag(own, items, device, -scale)]
+    return [(shared, torch.as_tensor(inverse.reshape(-1), device=device)),
+            csr_bag(own, items, device, -scale)]
 
 
 def sampled_history(history: sp.csr_matrix, users: np.ndarray, items: np.ndarray,
@@ -167,7 +178,12 @@ class Tower(nn.Module):
         out: torch.Tensor = self.bias
         for given, table in zip(bags, self.bags, strict=True):
             for bag in ([] if given is None else given if isinstance(given, list) else [given]):
-                out = out + table(bag[0], bag[1], per_sample_weights=bag[2])
+                if len(bag) == 2:  # Gathered: one row per distinct input row, then spread
+                    inner, rows = cast(Gathered, bag)
+                    out = out + table(inner[0], inner[1], per_sample_weights=inner[2])[rows]
+                else:
+                    flat = cast(Bag, bag)
+                    out = out + table(flat[0], flat[1], per_sample_weights=flat[2])
         if out.dim() == 1:
             raise DataError("a tower got no input rows")
         for layer in self.layers:

@@ -16,11 +16,14 @@ in the batch is one candidate, never its own row's negative). Optional extra neg
 ``n_extra_negatives`` uniform items shared by the batch (log Q = log(m / n_items)), all
 of them ("uniform") or only the ``hard_negatives`` that score highest per row
 ("hard"). The history fed to the query tower leaves the event's item out (the target
-never predicts itself).
+never predicts itself); with ``history_sample = m`` it is at most m of the user's other
+items drawn at random (a short history, as new users show; O(B m) instead of the
+batch's history nnz).
 
 Factorised: ``query_vectors`` / ``item_vectors`` give the scores exactly (ANN retrieval,
-``similar_items`` by item vector cosine). Items added after training from their
-attributes (:meth:`add_items`) get a zero id embedding: their features place them.
+``similar_items`` by item vector cosine). Items without training events, and items added
+after training from their attributes (:meth:`add_items`), have a zero item id (and
+history) embedding: their features place them.
 
 Fit O(epochs * (nnz(history rows of the batch) + B^2 d + B d h)) time, O((n_items +
 n_features) h) memory. Scoring O(n (history nnz) h + n_items d) per batch.
@@ -61,6 +64,7 @@ from recoforge.models.neural.towers import (
     leave_one_out,
     log_counts,
     mean_rows,
+    sampled_history,
     softmax_cross_entropy,
 )
 from recoforge.models.params import param
@@ -82,6 +86,9 @@ class TwoTowerConfig(TowerConfig):
     item_id_embedding: bool = param(True, doc="item tower reads an item id embedding")
     user_id_embedding: bool = param(False, doc="query tower reads a user id embedding")
     history: bool = param(True, doc="query tower reads the mean vector of the history")
+    history_sample: int = param(0, ge=0, le=100_000,
+                                doc="training rows read at most this many of the user's "
+                                    "other history items, drawn at random (0: all)")
     unknown_user_rate: float = param(0.1, ge=0.0, le=1.0,
                                      doc="share of training rows whose user id is replaced "
                                          "by the unknown-user row (user_id_embedding)")
@@ -213,6 +220,21 @@ class TwoTower(TorchRecommender):
             super()._fit(data)
         finally:
             self._train_history = self._train_times = None
+        self._zero_untrained(np.diff(sp.csc_matrix(data.matrix()).indptr) == 0)
+
+    def _zero_untrained(self, untrained: np.ndarray) -> None:
+        """Items without training events get zero id rows, as items added after training
+        do: their features alone place them (no positive ever moved those rows from their
+        random start; extra negatives only pushed them away)."""
+        if not untrained.any():
+            return
+        module = cast(TwoTowerModule, self.module)
+        rows = torch.as_tensor(np.flatnonzero(untrained), device=_device(module))
+        with torch.no_grad():
+            if self.config.item_id_embedding:
+                cast(nn.EmbeddingBag, module.item.bags[0]).weight[rows] = 0.0
+            if self.config.history:
+                cast(nn.EmbeddingBag, module.query.bags[0]).weight[rows] = 0.0
 
     def _check_state(self) -> None:
         super()._check_state()
@@ -251,7 +273,10 @@ class TwoTower(TorchRecommender):
             out["target"] = torch.as_tensor(target.reshape(-1), device=device)
             out["log_q"] = log_q[torch.as_tensor(distinct, device=device)]
             history: Input = None
-            if self.config.history:
+            if self.config.history and self.config.history_sample:
+                history = sampled_history(binary, users, items, self.config.history_sample,
+                                          rng, device)
+            elif self.config.history:
                 history = leave_one_out(binary, counts, identity, users, items, device)
             out["query"] = self._query_bags(history, users, ids, times, device)
             out["item"] = self._item_bags(distinct, device)
