@@ -79,7 +79,8 @@ def ours_params(args: argparse.Namespace) -> dict:
             "mlp_layers": args.layers, "dropout": args.dropout, "epochs": args.epochs,
             "learning_rate": args.lr, "batch_size": args.batch_size // (1 + args.negatives),
             "n_negatives": args.negatives, "negative_sampler": "uniform",
-            "init_scale": 0.01, "optimizer": "adam", "weight_decay": 0.0}
+            "init_scale": 0.01, "optimizer": "adam", "weight_decay": 0.0,
+            "training_precision": args.training_precision}
 
 
 def recbole_args(args: argparse.Namespace) -> list[str]:
@@ -210,6 +211,9 @@ def main() -> None:
     parser.add_argument("--mlp-dim", type=int, default=64)
     parser.add_argument("--layers", default="128,64")
     parser.add_argument("--dropout", type=float, default=0.1)
+    parser.add_argument("--training-precision", default="float32",
+                        choices=("float32", "bfloat16"),
+                        help="our training_precision (RecBole: float32)")
     parser.add_argument("--negatives", type=int, default=1)
     parser.add_argument("--extras", action="store_true",
                         help="also gmf, mlp and pretrained neumf (ours only)")

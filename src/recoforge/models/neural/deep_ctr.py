@@ -41,6 +41,12 @@ from typing import Any, ClassVar
 import torch
 
 from recoforge.errors import ConfigError
+from recoforge.models.neural._torch import (
+    PRECISION_DOC,
+    PRECISIONS,
+    product,
+    set_training_precision,
+)
 from recoforge.models.neural.fields import FieldModule, cross_layout, linear, mlp
 from recoforge.models.neural.fm import FieldConfig, FieldRecommender
 from recoforge.models.neural.ncf import Dropout16, parse_layers
@@ -52,6 +58,7 @@ from recoforge.models.registry import register
 class NFMConfig(FieldConfig):
     layers: str = param("64,64,64", doc="MLP hidden sizes over f_BI, comma-separated")
     dropout: float = param(0.0, ge=0.0, lt=1.0, doc="dropout before every MLP layer")
+    training_precision: str = param("float32", choices=PRECISIONS, doc=PRECISION_DOC)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -116,6 +123,7 @@ class DeepModule(FieldModule):
         super().__init__(**sizes)
         k = self.width
         self.fm_term, self.user_width = fm_term, (self.n_user_fields + self.ids[0]) * k
+        self.low_precision = False  # bfloat16 first-layer products while training
         self.drop = Dropout16(dropout)
         self.first = linear(self.n_fields * k, layers[0])
         self.deep = mlp(layers, dropout)
@@ -132,14 +140,16 @@ class DeepModule(FieldModule):
                   ) -> tuple[torch.Tensor, ...]:
         total, own = self._fm(emb)
         weight = self.first.weight[:, :self.user_width]
-        hidden = self.drop(emb.reshape(len(emb), -1)) @ weight.T
+        hidden = product(self.drop(emb.reshape(len(emb), -1)), weight,
+                         self.training and self.low_precision)
         return hidden, total, lin + own + self.bias + self.out.bias, *cross
 
     def item_half(self, emb: torch.Tensor, lin: torch.Tensor, *cross: torch.Tensor
                   ) -> tuple[torch.Tensor, ...]:
         total, own = self._fm(emb)
         weight = self.first.weight[:, self.user_width:]
-        hidden = self.drop(emb.reshape(len(emb), -1)) @ weight.T + self.first.bias
+        hidden = product(self.drop(emb.reshape(len(emb), -1)), weight,
+                         self.training and self.low_precision) + self.first.bias
         return hidden, total, lin + own, *cross
 
     def combine(self, user: tuple[torch.Tensor, ...], item: tuple[torch.Tensor, ...]
@@ -162,8 +172,9 @@ class _Deep(FieldRecommender):
         crosses = cross_layout(getattr(cfg, "crosses", ""), list(self.field_names_),
                                self.user_field_starts_, self.user_feature_matrix_.shape[1],
                                self.item_field_starts_, self.item_feature_matrix_.shape[1])
-        return DeepModule(parse_layers(cfg.layers), cfg.dropout, self.fm_term,
-                          crosses=crosses, **sizes)
+        module = DeepModule(parse_layers(cfg.layers), cfg.dropout, self.fm_term,
+                            crosses=crosses, **sizes)
+        return set_training_precision(module, cfg.training_precision)
 
 
 @register
@@ -175,7 +186,8 @@ class NFM(FieldRecommender):
 
     def _make_module(self, sizes: dict[str, Any]) -> FieldModule:
         cfg = self.config
-        return NFMModule(parse_layers(cfg.layers), cfg.dropout, **sizes)
+        module = NFMModule(parse_layers(cfg.layers), cfg.dropout, **sizes)
+        return set_training_precision(module, cfg.training_precision)
 
 
 @register

@@ -45,7 +45,7 @@ from torch import nn
 from recoforge.data.features import FeatureMatrix
 from recoforge.errors import ConfigError, DataError
 from recoforge.models.neural import losses
-from recoforge.models.neural._torch import Seeds
+from recoforge.models.neural._torch import MixedPrecisionLinear, Seeds
 from recoforge.models.neural.batches import Batch, BatchSource
 from recoforge.models.neural.ncf import Dropout16
 from recoforge.models.neural.samplers import make_sampler
@@ -377,8 +377,9 @@ def _table(rows: int, width: int, init_scale: float) -> torch.Tensor:
 
 def linear(n_in: int, n_out: int, bias: bool = True) -> nn.Linear:
     """A linear layer with Glorot-normal weights and zero bias (as RecBole's context-aware
-    models initialise theirs)."""
-    layer = nn.Linear(n_in, n_out, bias=bias)
+    models initialise theirs); its product may run in bfloat16 while training (see
+    :func:`~._torch.set_training_precision`)."""
+    layer = MixedPrecisionLinear(n_in, n_out, bias=bias)
     nn.init.xavier_normal_(layer.weight)
     if bias:
         nn.init.zeros_(layer.bias)

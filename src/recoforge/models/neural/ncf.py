@@ -55,7 +55,16 @@ from recoforge.data.interactions import Interactions
 from recoforge.errors import ConfigError
 from recoforge.models.base import Recommender
 from recoforge.models.neural import losses
-from recoforge.models.neural._torch import Seeds, resolve_device, to_numpy
+from recoforge.models.neural._torch import (
+    PRECISION_DOC,
+    PRECISIONS,
+    MixedPrecisionLinear,
+    Seeds,
+    product,
+    resolve_device,
+    set_training_precision,
+    to_numpy,
+)
 from recoforge.models.neural.batches import BatchSource, InteractionBatches
 from recoforge.models.neural.engine import TorchRecommender, UserEmbeddingConfig, Validation
 from recoforge.models.neural.samplers import SAMPLERS, make_sampler
@@ -89,6 +98,7 @@ class NCFConfig(UserEmbeddingConfig):
     popularity_beta: float = param(0.75, ge=0.0, le=10.0, doc="exponent of popularity sampling")
     hard_candidates: int = param(10, ge=1, le=10_000, doc="uniform draws per hard negative")
     init_scale: float = param(0.01, gt=0.0, le=10.0, doc="std of the initial embeddings")
+    training_precision: str = param("float32", choices=PRECISIONS, doc=PRECISION_DOC)
 
 
 @dataclass(frozen=True)
@@ -167,9 +177,11 @@ class NCFModule(nn.Module):
                 n_items, mlp_dim)
             tables += [self.user_mlp, self.item_mlp]
             sizes = (2 * mlp_dim, *layers)
-            self.mlp_layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes, sizes[1:]))
+            self.mlp_layers = nn.ModuleList(MixedPrecisionLinear(a, b)
+                                            for a, b in zip(sizes, sizes[1:]))
             width += layers[-1]
         self.hidden_width = max(layers) if mlp_dim else 1
+        self.low_precision = False  # bfloat16 MLP products while training
         self.dropout = Dropout16(dropout)
         self.predict = nn.Linear(width, 1)
         for table in tables:
@@ -183,7 +195,8 @@ class NCFModule(nn.Module):
             gmf = self.user_gmf(users) * self.predict.weight[0, :self.mf_dim]
         if self.mlp_dim:
             first = cast(nn.Linear, self.mlp_layers[0])
-            mlp = self.dropout(self.user_mlp(users)) @ first.weight[:, :self.mlp_dim].T
+            mlp = product(self.dropout(self.user_mlp(users)), first.weight[:, :self.mlp_dim],
+                          self.training and self.low_precision)
         return gmf, mlp
 
     def item_side(self, items: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
@@ -193,8 +206,8 @@ class NCFModule(nn.Module):
             gmf = self.item_gmf(items)
         if self.mlp_dim:
             first = cast(nn.Linear, self.mlp_layers[0])
-            mlp = self.dropout(self.item_mlp(items)) @ first.weight[:, self.mlp_dim:].T \
-                + first.bias
+            mlp = product(self.dropout(self.item_mlp(items)), first.weight[:, self.mlp_dim:],
+                          self.training and self.low_precision) + first.bias
         return gmf, mlp
 
     def combine(self, user: tuple[torch.Tensor | None, ...],
@@ -245,8 +258,9 @@ class _NCFBase(TorchRecommender):
 
     def _build_module(self, n_users: int, n_items: int) -> nn.Module:
         mf_dim, mlp_dim, layers, dropout = self._sizes()
-        return NCFModule(n_users, n_items, mf_dim, mlp_dim, layers, dropout,
-                         self.config.init_scale)
+        module = NCFModule(n_users, n_items, mf_dim, mlp_dim, layers, dropout,
+                           self.config.init_scale)
+        return set_training_precision(module, self.config.training_precision)
 
     def _batches(self, module: nn.Module, matrix: sp.csr_matrix, *, seeds: Seeds,
                  device: torch.device, batch_size: int) -> BatchSource:

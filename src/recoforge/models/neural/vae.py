@@ -74,14 +74,13 @@ from torch import nn
 from recoforge.data.dataset import Dataset
 from recoforge.errors import ConfigError
 from recoforge.models.neural import losses
-from recoforge.models.neural._torch import Seeds
+from recoforge.models.neural._torch import PRECISIONS, MixedPrecisionLinear, Seeds
 from recoforge.models.neural.batches import Batch, BatchSource, UserBatches
 from recoforge.models.neural.engine import NeuralConfig, TorchRecommender
 from recoforge.models.params import param
 from recoforge.models.registry import register
 
 _LOG_2PI = math.log(2.0 * math.pi)
-PRECISIONS = ("float32", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -226,25 +225,6 @@ class SparseInput(nn.Module):
         summed = F.embedding_bag(items, self.weight, offsets, mode="sum",
                                  per_sample_weights=weights)
         return summed + self.bias
-
-
-class MixedPrecisionLinear(nn.Linear):
-    """A dense layer (an ``nn.Linear``, same state dict) whose products may run in
-    bfloat16 while training (``low_precision``): the input and weight are rounded to
-    bfloat16 for the forward product (and so for both products of the backward), the
-    float32 bias is added to the float32 result. Parameters stay float32 (Adam updates
-    them in full precision); in eval mode the layer is float32."""
-
-    def __init__(self, in_features: int, out_features: int, low_precision: bool = False
-                 ) -> None:
-        super().__init__(in_features, out_features)
-        self.low_precision = low_precision
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.training and self.low_precision):
-            return cast(torch.Tensor, super().forward(x))
-        low = torch.bfloat16
-        return F.linear(x.to(low), self.weight.to(low)).float() + self.bias
 
 
 def sample(mu: torch.Tensor, logvar: torch.Tensor, training: bool,
