@@ -300,10 +300,21 @@ def test_browser_shows_model_and_ctr_chart(page, served):
     expect(page.locator("#traffic-chart path.series")).to_have_count(2)
 
 
+def _settled(page) -> None:
+    """Wait until the dashboard's first loads have drawn the model and experiment panels,
+    so that no layout shift moves a button between Playwright's aim and its click."""
+    from playwright.sync_api import expect
+
+    expect(page.locator("#model-serving")).to_contain_text("Serving")
+    expect(page.locator("#experiment-report tbody tr").first).to_be_visible()
+    expect(page.locator("#ctr-chart path.series").first).to_be_attached()
+
+
 def test_browser_item_search(page, served):
     from playwright.sync_api import expect
 
     _, facts = served
+    _settled(page)
     page.fill("#item-query", facts["title"].lower())
     page.click("#item-search")
     results = page.locator("#item-results tbody tr")
@@ -316,6 +327,7 @@ def test_browser_user_history_and_recommendations(page, served):
     from playwright.sync_api import expect
 
     store, facts = served
+    _settled(page)
     page.fill("#user-id", facts["user"])
     page.click("#user-load")
     events = store.user_events(facts["user"], 0, 1000)
