@@ -75,6 +75,21 @@ def _row_label(values: pd.Series, position: int) -> str:
     return f"row {values.index[position]!r}"
 
 
+def text_values(values: pd.Series, what: str) -> list[str]:
+    """A text column's values as strings (missing values: ""); DataError naming ``what``,
+    the column and the row for anything else."""
+    out = []
+    for pos, value in enumerate(values):
+        if isinstance(value, str):
+            out.append(value)
+        elif is_missing(value):
+            out.append("")
+        else:
+            raise DataError(f"{what}: column {values.name!r} {_row_label(values, pos)} holds "
+                            f"{shown(value)} ({type(value).__name__}), not text")
+    return out
+
+
 def one_hot(rows: np.ndarray, cols: np.ndarray, n_rows: int, width: int) -> sp.csr_matrix:
     mat = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)),
                         shape=(n_rows, width))
@@ -202,18 +217,7 @@ class TextField(FieldEncoder):
         return len(self.terms_)
 
     def _texts(self, frame: pd.DataFrame) -> list[str]:
-        values = frame[self.columns[0]]
-        out = []
-        for pos, value in enumerate(values):
-            if isinstance(value, str):
-                out.append(value)
-            elif is_missing(value):
-                out.append("")
-            else:
-                raise DataError(f"text field {self.name!r}: column {self.columns[0]!r} "
-                                f"{_row_label(values, pos)} holds {shown(value)} "
-                                f"({type(value).__name__}), not text")
-        return out
+        return text_values(frame[self.columns[0]], f"text field {self.name!r}")
 
     def fit(self, frame: pd.DataFrame) -> None:
         from sklearn.feature_extraction.text import CountVectorizer

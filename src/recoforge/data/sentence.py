@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from recoforge.data.encoders import FieldEncoder, _row_label, is_missing, shown
+from recoforge.data.encoders import FieldEncoder, text_values
 from recoforge.errors import ArtifactError, ConfigError, DataError, MissingDependencyError
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
@@ -128,18 +128,8 @@ class SentenceField(FieldEncoder):
         return self.dim_
 
     def _texts(self, frame: pd.DataFrame) -> list[str]:
-        values = frame[self.columns[0]]
-        out = []
-        for pos, value in enumerate(values):
-            if isinstance(value, str):
-                out.append(value.strip())
-            elif is_missing(value):
-                out.append("")
-            else:
-                raise DataError(f"sentence field {self.name!r}: column {self.columns[0]!r} "
-                                f"{_row_label(values, pos)} holds {shown(value)} "
-                                f"({type(value).__name__}), not text")
-        return out
+        values = text_values(frame[self.columns[0]], f"sentence field {self.name!r}")
+        return [value.strip() for value in values]
 
     def fit(self, frame: pd.DataFrame) -> None:
         encoder = load_encoder(self.model)

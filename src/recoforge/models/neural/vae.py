@@ -74,7 +74,12 @@ from torch import nn
 from recoforge.data.dataset import Dataset
 from recoforge.errors import ConfigError
 from recoforge.models.neural import losses
-from recoforge.models.neural._torch import PRECISIONS, MixedPrecisionLinear, Seeds
+from recoforge.models.neural._torch import (
+    PRECISIONS,
+    MixedPrecisionLinear,
+    Seeds,
+    set_training_precision,
+)
 from recoforge.models.neural.batches import Batch, BatchSource, UserBatches
 from recoforge.models.neural.engine import NeuralConfig, TorchRecommender
 from recoforge.models.params import param
@@ -252,15 +257,14 @@ class MultVAEModule(nn.Module):
     ``offsets`` (the batch's histories as bags, see :class:`HistoryBatches`)."""
 
     def __init__(self, n_items: int, hidden_dim: int, latent_dim: int, dropout: float,
-                 anneal_cap: float, total_anneal_steps: int, noise_scale: float = 1.0,
-                 low_precision: bool = False) -> None:
+                 anneal_cap: float, total_anneal_steps: int, noise_scale: float = 1.0
+                 ) -> None:
         super().__init__()
         self.encoder_input = SparseInput(n_items, hidden_dim)
-        low = low_precision
         self.encoder = nn.Sequential(nn.Tanh(),
-                                     MixedPrecisionLinear(hidden_dim, 2 * latent_dim, low))
-        self.decoder = nn.Sequential(MixedPrecisionLinear(latent_dim, hidden_dim, low),
-                                     nn.Tanh(), MixedPrecisionLinear(hidden_dim, n_items, low))
+                                     MixedPrecisionLinear(hidden_dim, 2 * latent_dim))
+        self.decoder = nn.Sequential(MixedPrecisionLinear(latent_dim, hidden_dim),
+                                     nn.Tanh(), MixedPrecisionLinear(hidden_dim, n_items))
         self.apply(_xavier)
         self.n_items, self.latent_dim, self.dropout = n_items, latent_dim, dropout
         self.noise_scale = noise_scale
@@ -295,16 +299,14 @@ class ResidualEncoder(nn.Module):
     """RecVAE's encoder: five dense layers (swish, layer norm eps 0.1), each fed the sum
     of all earlier layers' outputs; then linear heads for mu and logvar."""
 
-    def __init__(self, n_items: int, hidden_dim: int, latent_dim: int,
-                 low_precision: bool = False) -> None:
+    def __init__(self, n_items: int, hidden_dim: int, latent_dim: int) -> None:
         super().__init__()
-        low = low_precision
         self.first = SparseInput(n_items, hidden_dim)
-        self.layers = nn.ModuleList([MixedPrecisionLinear(hidden_dim, hidden_dim, low)
+        self.layers = nn.ModuleList([MixedPrecisionLinear(hidden_dim, hidden_dim)
                                      for _ in range(4)])
         self.norms = nn.ModuleList([nn.LayerNorm(hidden_dim, eps=0.1) for _ in range(5)])
-        self.mu = MixedPrecisionLinear(hidden_dim, latent_dim, low)
-        self.logvar = MixedPrecisionLinear(hidden_dim, latent_dim, low)
+        self.mu = MixedPrecisionLinear(hidden_dim, latent_dim)
+        self.logvar = MixedPrecisionLinear(hidden_dim, latent_dim)
 
     def forward(self, batch: Batch, dropout: float = 0.0
                 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -325,10 +327,10 @@ class RecVAEModule(nn.Module):
 
     def __init__(self, n_items: int, hidden_dim: int, latent_dim: int, dropout: float,
                  gamma: float, beta: float, prior_weights: tuple[float, float, float],
-                 noise_scale: float = 1.0, low_precision: bool = False) -> None:
+                 noise_scale: float = 1.0) -> None:
         super().__init__()
-        self.encoder = ResidualEncoder(n_items, hidden_dim, latent_dim, low_precision)
-        self.decoder = MixedPrecisionLinear(latent_dim, n_items, low_precision)
+        self.encoder = ResidualEncoder(n_items, hidden_dim, latent_dim)
+        self.decoder = MixedPrecisionLinear(latent_dim, n_items)
         self.apply(_xavier)
         self.n_items, self.dropout, self.gamma, self.beta = n_items, dropout, gamma, beta
         self.noise_scale = noise_scale
@@ -445,9 +447,9 @@ class MultVAE(_HistoryAutoencoder):
 
     def _build_module(self, n_users: int, n_items: int) -> nn.Module:
         cfg = self.config
-        return MultVAEModule(n_items, cfg.hidden_dim, cfg.latent_dim, cfg.dropout,
-                             cfg.anneal_cap, cfg.total_anneal_steps, cfg.noise_scale,
-                             cfg.training_precision == "bfloat16")
+        module = MultVAEModule(n_items, cfg.hidden_dim, cfg.latent_dim, cfg.dropout,
+                               cfg.anneal_cap, cfg.total_anneal_steps, cfg.noise_scale)
+        return set_training_precision(module, cfg.training_precision)
 
     def _fit(self, data: Dataset) -> None:
         super()._fit(data)
@@ -466,9 +468,9 @@ class RecVAE(_HistoryAutoencoder):
         cfg = self.config
         weights = (cfg.prior_standard_weight, cfg.prior_posterior_weight,
                    cfg.prior_wide_weight)
-        return RecVAEModule(n_items, cfg.hidden_dim, cfg.latent_dim, cfg.dropout,
-                            cfg.gamma, cfg.beta, weights, cfg.noise_scale,
-                            cfg.training_precision == "bfloat16")
+        module = RecVAEModule(n_items, cfg.hidden_dim, cfg.latent_dim, cfg.dropout,
+                              cfg.gamma, cfg.beta, weights, cfg.noise_scale)
+        return set_training_precision(module, cfg.training_precision)
 
     def _batches(self, module: nn.Module, matrix: sp.csr_matrix, *, seeds: Seeds,
                  device: torch.device, batch_size: int) -> BatchSource:
